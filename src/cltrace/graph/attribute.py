@@ -5,11 +5,11 @@ de-meaned logit) that source ``s`` contributes along direct paths: the residual 
 attention OV circuits with patterns and norm scales frozen, never through an MLP (the MLPs are
 replaced by features and error nodes). A CLT source writes through all of its decoders.
 
-Computation: one forward pass of the frozen model on a batch of ``batch_size`` copies of the
-prompt, whose block-0 input and MLP outputs are leaves of the autograd graph; each group of
-``batch_size`` targets is then one backward pass that injects each target's read vector (its
-encoder row, or its unembedding column) at its own batch row. The gradient at a leaf, dotted
-with a source's write, is the edge. Because the frozen model is affine, the incoming edges of a
+Computation: each group of ``batch_size`` targets is one pass of the frozen model's transpose
+(:class:`~cltrace.models.linear.FrozenTranspose`, no autograd) that injects each target's read
+vector (its encoder row, or its unembedding column) at its own batch row, giving the gradient at
+the block-0 input and at every MLP output. That gradient, dotted with a source's write, is the
+edge. Because the frozen model is affine, the incoming edges of a
 target plus the bias-only value (all nodes zeroed) add up to the target's value exactly.
 """
 
@@ -26,6 +26,7 @@ from cltrace.errors import CltraceError
 from cltrace.graph.nodes import Graph, NodeIndex
 from cltrace.models.adapter import ModelAdapter
 from cltrace.models.freeze import frozen
+from cltrace.models.linear import FrozenTranspose
 from cltrace.replacement import ReplacementState, build_replacement, decoder_block
 from cltrace.transcoders import CrossLayerTranscoder
 
@@ -43,7 +44,7 @@ class AttributionConfig:
     batch_size: int = 64
     """Targets per backward pass (and prompt copies in the frozen forward)."""
     memory_budget_gb: float = 2.0
-    """Rough memory for the batched frozen forward; long prompts get a smaller batch."""
+    """Rough memory for one batch of targets; long prompts or big models get smaller batches."""
     zero_bos: bool = True
     """Features at position 0 are not nodes (their writes go to the error nodes)."""
     update_interval: int = 4
@@ -77,94 +78,45 @@ def token_targets(
     return LogitTargets(ids.long(), vecs, probs[ids])
 
 
-class FrozenBackward:
-    """The batched frozen forward pass whose gradients give edges (see module docstring)."""
+class DirectGradients:
+    """Gradients of target reads at the leaves of the frozen model (see module docstring).
+
+    Runs :class:`~cltrace.models.linear.FrozenTranspose`: no forward pass and no autograd; a
+    batch of feature targets (all at one layer) runs on the prefix of positions up to its last
+    target, and only through the layers below it.
+    """
 
     def __init__(
-        self,
-        adapter: ModelAdapter,
-        transcoder: CrossLayerTranscoder,
-        state: ReplacementState,
-        batch: int,
+        self, adapter: ModelAdapter, transcoder: CrossLayerTranscoder, state: ReplacementState
     ):
-        self.adapter, self.tc, self.state, self.batch = adapter, transcoder, state, batch
-        L = adapter.n_layers
-        dtype = adapter.dtype
-        T, D = state.resid0.shape
-        base = state.mlp_out - state.skip_out
-        self.emb = state.resid0.to(dtype).expand(batch, T, D).clone().requires_grad_()
-        self.outs = [
-            base[layer].to(dtype).expand(batch, T, D).clone().requires_grad_() for layer in range(L)
-        ]
-        self.mlp_in: dict[int, Tensor] = {}
-        self.final: Tensor | None = None
-        hooks = {"resid_pre.0": lambda _t: self.emb}
-        for layer in range(L):
-            hooks[f"mlp_in.{layer}"] = self._store_in(layer)
-            hooks[f"mlp_out.{layer}"] = self._write_out(layer)
-        handle = adapter.final_norm().register_forward_hook(self._store_final)
-        try:
-            with torch.enable_grad(), frozen(adapter, state.frozen), adapter.hooks(hooks):
-                adapter(state.tokens.expand(batch, -1))
-        finally:
-            handle.remove()
+        skip = None if transcoder.W_skip is None else list(transcoder.W_skip)
+        self.n_layers = adapter.n_layers
+        self.transpose = FrozenTranspose(adapter, state.frozen, skip)
 
-    def _store_in(self, layer: int):
-        def fn(t: Tensor) -> None:
-            self.mlp_in[layer] = t
+    def features(
+        self, layer: int, pos: Int[Tensor, " b"], vecs: Float[Tensor, "b d"]
+    ) -> tuple[Float[Tensor, "p b d"], Float[Tensor, "p b n_layers d"]]:
+        """One batch row per feature target (read ``vecs[i]`` at ``mlp_in[layer, pos[i]]``);
+        the outputs cover positions ``<= pos.max()``."""
+        return self.transpose.backward(layer, pos, read=vecs, n_pos=int(pos.max()) + 1)
 
-        return fn
-
-    def _write_out(self, layer: int):
-        def fn(_t: Tensor) -> Tensor:
-            if self.tc.W_skip is None:
-                return self.outs[layer]
-            return self.outs[layer] + self.tc.skip(layer, self.mlp_in[layer]).to(_t.dtype)
-
-        return fn
-
-    def _store_final(self, _mod, _args, out) -> None:
-        self.final = out
-
-    def gradients(
-        self,
-        feature_rows: tuple[Tensor, Tensor, Tensor, Tensor] | None,
-        logit_rows: tuple[Tensor, Tensor] | None,
-    ) -> tuple[Float[Tensor, "b pos d"], Float[Tensor, "n_layers b pos d"]]:
-        """Gradients at the block-0 input and at each MLP output, one batch row per target.
-
-        ``feature_rows`` = (batch row, layer, position, read vector) of feature targets;
-        ``logit_rows`` = (batch row, read vector) of logit targets (read at the last position).
-        """
-        with torch.enable_grad():
-            return self._gradients(feature_rows, logit_rows)
-
-    def _gradients(self, feature_rows, logit_rows):
-        total = torch.zeros((), dtype=self.emb.dtype)
-        if feature_rows is not None:
-            rows, layers, pos, vecs = feature_rows
-            for layer in layers.unique().tolist():
-                m = layers == layer
-                x = self.mlp_in[layer][rows[m], pos[m]]
-                total = total + (x * vecs[m].to(x.dtype)).sum()
-        if logit_rows is not None:
-            rows, vecs = logit_rows
-            x = self.final[rows, -1]
-            total = total + (x * vecs.to(x.dtype)).sum()
-        grads = torch.autograd.grad(
-            total, [self.emb, *self.outs], retain_graph=True, allow_unused=True
-        )
-        zero = torch.zeros_like(self.emb)
-        g = [zero if x is None else x for x in grads]
-        return g[0].float(), torch.stack(g[1:]).float()
+    def logits(
+        self, vecs: Float[Tensor, "b d"]
+    ) -> tuple[Float[Tensor, "pos b d"], Float[Tensor, "pos b n_layers d"]]:
+        """One batch row per logit target (read at the final norm's output, last position)."""
+        post = self.transpose.final_read(vecs)
+        last = torch.full((vecs.shape[0],), self.transpose.n_pos - 1)
+        return self.transpose.backward(self.n_layers - 1, last, post=post)
 
 
 class EdgeComputer:
     """Turns gradients at the leaves into edge rows over a fixed set of source columns.
 
     A feature at position ``t`` only reads the gradient at ``t``, so each source layer's
-    activation-scaled decoders are packed by position, ``[pos, slots, n_out * d]``, and one
-    batched matmul per source layer gives every feature's edge for every target in the batch.
+    activation-scaled decoders are packed by position, ``[pos, slots + 1, n_out * d]``; the last
+    slot holds that layer's error vector at the position (it writes to its own layer only). One
+    batched matmul per source layer then gives every feature's and error's edge for every target
+    in the batch.
     """
 
     def __init__(self, transcoder: CrossLayerTranscoder, state: ReplacementState):
@@ -173,42 +125,55 @@ class EdgeComputer:
         self.packed = []
         for layer in range(transcoder.n_layers):
             sel, rows = decoder_block(transcoder, state.active, layer)
-            if sel.numel() == 0:
-                continue
             pos = state.active.position[sel]
             counts = torch.bincount(pos, minlength=T)
             starts = torch.cumsum(counts, 0) - counts
             slot = torch.arange(sel.numel()) - torch.repeat_interleave(starts, counts)
             n_out, d = rows.shape[1], rows.shape[2]
-            packed = torch.zeros(T, int(counts.max()), n_out * d)
+            n_slots = int(counts.max()) if sel.numel() else 0
+            packed = torch.zeros(T, n_slots + 1, n_out * d)
             scaled = rows * state.active.value[sel, None, None]
             packed[pos, slot] = scaled.reshape(sel.numel(), n_out * d)
+            packed[:, n_slots, :d] = state.errors[layer]
             self.packed.append((layer, sel, pos, slot, packed, n_out))
 
+    @torch.no_grad()
     def rows(
         self,
-        g_emb: Float[Tensor, "b pos d"],
-        g_out: Float[Tensor, "n_layers b pos d"],
+        g_emb: Float[Tensor, "p b d"],
+        g_out: Float[Tensor, "p b n_layers d"],
         top_layer: int,
+        out: Float[Tensor, "b n_sources"] | None = None,
     ) -> Float[Tensor, "b n_sources"]:
         """Edges into each batch row's target from every active feature, error and token.
 
-        ``top_layer``: no target in the batch reads an MLP output at or after this layer, so
-        those gradient blocks are zero and skipped.
+        The gradients (position-major) may cover only the first ``p`` positions (the rest are
+        zero: causal attention). ``top_layer``: no target in the batch reads an MLP output at or
+        after this layer, so those gradient blocks are zero and skipped. ``out``: where to
+        write the rows (overwritten), else a new tensor.
         """
         st = self.state
-        _, b, T, d = g_out.shape
-        feat = torch.zeros(b, len(st.active))
+        P, b, L, d = g_out.shape
+        T, n = st.resid0.shape[0], len(st.active)
+        if out is None:
+            out = torch.zeros(b, n + L * T + T)
+        else:
+            out.zero_()
+        feat = out[:, :n]
+        err = out[:, n : n + L * T].view(b, L, T)
         for layer, sel, pos, slot, packed, n_out in self.packed:
             k = min(n_out, top_layer - layer)
             if k <= 0:
                 continue
-            g = g_out[layer : layer + k].permute(2, 1, 0, 3).reshape(T, b, k * d)
-            out = torch.bmm(g, packed[:, :, : k * d].transpose(1, 2))  # [pos, b, slots]
-            feat[:, sel] = out[pos, :, slot].T
-        err = torch.einsum("lbtd,ltd->blt", g_out, st.errors).reshape(b, -1)
-        tok = (g_emb * st.resid0).sum(-1)
-        return torch.cat([feat, err, tok], dim=1)
+            g = g_out[:, :, layer : layer + k].reshape(P, b, k * d)
+            res = torch.bmm(g, packed[:P, :, : k * d].transpose(1, 2))  # [p, b, slots + 1]
+            err[:, layer, :P] = res[:, :, -1].T
+            if P < T:
+                m = pos < P
+                sel, pos, slot = sel[m], pos[m], slot[m]
+            feat[:, sel] = res[pos, :, slot].T
+        out[:, n + L * T : n + L * T + P] = (g_emb * st.resid0[:P, None]).sum(-1).T
+        return out
 
 
 def _bias_values(
@@ -342,39 +307,45 @@ def attribute(
     logit_t = _resolve_targets(adapter, state, cfg, targets, direction)
     n_active = len(state.active)
     L, T = adapter.n_layers, tokens.shape[1]
-    batch = _batch_for(adapter, T, cfg)
-    engine = FrozenBackward(adapter, transcoder, state, batch)
+    n_cols = n_active + L * T + T
+    batch = _batch_for(adapter, T, n_cols, cfg)
+    engine = DirectGradients(adapter, transcoder, state)
     edges = EdgeComputer(transcoder, state)
     act = state.active
 
-    def feature_vectors(idx: Tensor) -> Tensor:
-        return encoder_rows(transcoder, act.layer[idx], act.feature[idx])
-
-    n_cols = n_active + L * T + T
-
     def fill_feature_rows(idx: Tensor, out: Tensor) -> None:
-        """Write the rows of features ``idx`` into ``out`` (one row each, in order)."""
-        for s in range(0, idx.numel(), batch):
-            part = idx[s : s + batch]
-            r = torch.arange(part.numel())
-            g_emb, g_out = engine.gradients(
-                (r, act.layer[part], act.position[part], feature_vectors(part)), None
-            )
-            top = int(act.layer[part].max())
-            out[s : s + part.numel()] = edges.rows(g_emb, g_out, top)[: part.numel()]
+        """Write the rows of features ``idx`` into ``out`` (one row each, in order).
 
-    logit_rows = []
-    for s in range(0, logit_t.tokens.numel(), batch):
-        vecs = logit_t.vectors[s : s + batch]
-        g_emb, g_out = engine.gradients(None, (torch.arange(vecs.shape[0]), vecs))
-        logit_rows.append(edges.rows(g_emb, g_out, L)[: vecs.shape[0]])
-    logit_rows_t = torch.cat(logit_rows)
+        Batches hold features of one layer in position order, so each runs on the layers below
+        that one and on a short prefix of positions."""
+        order = torch.argsort(act.layer[idx] * T + act.position[idx], stable=True)
+        layer_of = act.layer[idx[order]]
+        for layer in layer_of.unique().tolist():
+            group = order[layer_of == layer]
+            for s in range(0, group.numel(), batch):
+                where = group[s : s + batch]
+                part = idx[where]
+                vecs = encoder_rows(transcoder, act.layer[part], act.feature[part])
+                g_emb, g_out = engine.features(layer, act.position[part], vecs)
+                w0, w1 = int(where[0]), int(where[-1]) + 1
+                if w1 - w0 == where.numel() and bool((where[1:] > where[:-1]).all()):
+                    edges.rows(g_emb, g_out, layer, out=out[w0:w1])  # in place, no copy
+                else:
+                    out[where] = edges.rows(g_emb, g_out, layer)
 
+    n_logits = logit_t.tokens.numel()
     limit = cfg.max_feature_nodes
-    if limit is None or limit >= n_active:
+    full = limit is None or limit >= n_active
+    # without a node limit every row is kept: write straight into the adjacency matrix
+    adjacency = torch.empty(n_active + n_logits, n_cols) if full else None
+    logit_rows_t = adjacency[n_active:] if full else torch.empty(n_logits, n_cols)
+    for s in range(0, n_logits, batch):
+        g_emb, g_out = engine.logits(logit_t.vectors[s : s + batch])
+        edges.rows(g_emb, g_out, L, out=logit_rows_t[s : s + batch])
+
+    if full:
         chosen = torch.arange(n_active)
-        feat_rows = torch.empty(n_active, n_cols)
-        fill_feature_rows(chosen, feat_rows)
+        fill_feature_rows(chosen, adjacency[:n_active])
     else:
         chosen, feat_rows = _select_by_influence(
             fill_feature_rows, logit_rows_t, logit_t.probs, n_active, limit,
@@ -383,9 +354,10 @@ def attribute(
         order = torch.argsort(chosen)
         chosen, feat_rows = chosen[order], feat_rows[order]
 
-    # restrict source columns to the chosen features (plus all errors and tokens)
-    cols = torch.cat([chosen, torch.arange(n_active, n_active + L * T + T)])
-    adjacency = torch.cat([feat_rows[:, cols], logit_rows_t[:, cols]])  # no full-width copy
+    if not full:
+        # restrict source columns to the chosen features (plus all errors and tokens)
+        cols = torch.cat([chosen, torch.arange(n_active, n_cols)])
+        adjacency = torch.cat([feat_rows[:, cols], logit_rows_t[:, cols]])  # no full-width copy
     index = NodeIndex(
         n_layers=L,
         n_pos=T,
@@ -414,16 +386,14 @@ def attribute(
     return graph
 
 
-def _batch_for(adapter: ModelAdapter, n_pos: int, cfg: AttributionConfig) -> int:
-    """Prompt copies per backward batch: ``batch_size``, fewer when the copies would not fit.
+def _batch_for(adapter: ModelAdapter, n_pos: int, n_cols: int, cfg: AttributionConfig) -> int:
+    """Targets per batch: ``batch_size``, fewer when a batch would not fit ``memory_budget_gb``.
 
-    Per copy the frozen forward keeps about two ``[heads, pos, pos]`` attention tensors and a
-    few dozen ``[pos, d_model]`` activations per layer (float32).
+    Per target a batch holds its gradients at every MLP output and a few more ``[pos, d_model]``
+    buffers, and its edge row (float32).
     """
-    per_copy = (
-        4 * adapter.n_layers * (2 * adapter.n_heads * n_pos**2 + 48 * n_pos * adapter.d_model)
-    )
-    fit = int(cfg.memory_budget_gb * 2**30 // max(per_copy, 1))
+    per_target = 4 * ((adapter.n_layers + 4) * n_pos * adapter.d_model + 2 * n_cols)
+    fit = int(cfg.memory_budget_gb * 2**30 // max(per_target, 1))
     return max(1, min(cfg.batch_size, fit))
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cltrace.graph.attribute import EdgeComputer, FrozenBackward
+from cltrace.graph.attribute import DirectGradients, EdgeComputer
 from cltrace.interpret.features import FeatureKey
 from cltrace.interpret.render import quote_tokens
 from cltrace.replacement import build_replacement
@@ -82,11 +82,9 @@ def attribute_sample(adapter, transcoder, key: FeatureKey, example: dict, top_k:
         act = transcoder.encode(layer, state.mlp_in[layer, T - 1])[feat].item()
     if act <= 0:
         return None
-    engine = FrozenBackward(adapter, transcoder, state, 1)
     read = transcoder.W_enc[layer][feat].detach().float()[None]
-    g_emb, g_out = engine.gradients(
-        (torch.tensor([0]), torch.tensor([layer]), torch.tensor([T - 1]), read), None
-    )
+    engine = DirectGradients(adapter, transcoder, state)
+    g_emb, g_out = engine.features(layer, torch.tensor([T - 1]), read)
     row = EdgeComputer(transcoder, state).rows(g_emb, g_out, layer)[0].detach().numpy()
     a = state.active
     n_feat = len(a)

@@ -38,6 +38,15 @@ class Family:
     norm_kind: str
     """``layernorm`` (mean-centred, with bias), ``rmsnorm`` (x/rms * w) or ``gemma_rmsnorm``
     (x/rms * (1 + w))."""
+    attn_in_norm: str
+    """The norm attention reads the residual stream through (inside a block)."""
+    mlp_in_norm: str
+    """The norm whose output is the ``mlp_in`` site."""
+    attn_out_norm: str | None
+    """A norm on attention's output before it joins the residual stream (Gemma-2), or None."""
+    ov_kind: str
+    """Where the value and output projections live: ``fused_conv1d`` (GPT-2: ``c_attn`` holds
+    q, k, v as a Conv1D, ``c_proj`` is a Conv1D) or ``proj`` (``v_proj``/``o_proj`` Linears)."""
     mlp_kind: str
     """``gelu_mlp``: ``c_proj(act(c_fc(x)))`` (GPT-2; ``act`` is the config's elementwise
     activation); ``gated``: ``down_proj(act_fn(gate_proj(x)) * up_proj(x))`` (Llama, Gemma-2,
@@ -56,6 +65,10 @@ _LLAMA = Family(
     mlp_write="mlp",
     norms=("input_layernorm", "post_attention_layernorm"),
     norm_kind="rmsnorm",
+    attn_in_norm="input_layernorm",
+    mlp_in_norm="post_attention_layernorm",
+    attn_out_norm=None,
+    ov_kind="proj",
     mlp_kind="gated",
 )
 
@@ -72,6 +85,10 @@ FAMILIES: tuple[Family, ...] = (
         mlp_write="mlp",
         norms=("ln_1", "ln_2"),
         norm_kind="layernorm",
+        attn_in_norm="ln_1",
+        mlp_in_norm="ln_2",
+        attn_out_norm=None,
+        ov_kind="fused_conv1d",
         mlp_kind="gelu_mlp",
     ),
     _LLAMA,
@@ -90,6 +107,8 @@ FAMILIES: tuple[Family, ...] = (
             "post_feedforward_layernorm",
         ),
         norm_kind="gemma_rmsnorm",
+        mlp_in_norm="pre_feedforward_layernorm",
+        attn_out_norm="post_attention_layernorm",
     ),
     # Qwen2 and Qwen3 lay out their blocks like Llama (Qwen3's extra q/k norms sit inside
     # attention, before the pattern, so cltrace never needs to touch them).
