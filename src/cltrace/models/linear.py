@@ -83,9 +83,9 @@ class FrozenTranspose:
         self.n_pos = frozen.tokens.shape[-1]
         self.skip = None if skip is None else [w.detach().to(dev, dtype) for w in skip]
         self.layers = []
+        inv = frozen.inv_scales
         for layer in range(adapter.n_layers):
             block = adapter.block(layer)
-            inv = frozen.inv_scales
 
             def norm_t(name, _b=block, _l=layer):
                 return _NormT(kind, get_path(_b, name), inv[f"{_l}.{name}"][0], dev, dtype)
@@ -103,8 +103,9 @@ class FrozenTranspose:
                     "attn_out": norm_t(fam.attn_out_norm) if fam.attn_out_norm else None,
                     "W_V_T": W_V_T,
                     # per query head, the transposed value projection it reads through
-                    "W_V_T_heads": W_V_T.reshape(n_kv, d_head, -1)
-                    .repeat_interleave(n_heads // n_kv, 0),
+                    "W_V_T_heads": W_V_T.reshape(n_kv, d_head, -1).repeat_interleave(
+                        n_heads // n_kv, 0
+                    ),
                     "W_O_T": W_O.to(dev, dtype).T.contiguous(),  # [d, heads * d_head]
                     "pattern": pattern,
                     "pattern_T": pattern.transpose(1, 2).contiguous(),  # [heads, src, dst]
