@@ -148,13 +148,13 @@ class EdgeComputer:
         """Edges into each batch row's target from every active feature, error and token.
 
         The gradients (position-major) may cover only the first ``p`` positions (the rest are
-        zero: causal attention). ``top_layer``: no target in the batch reads an MLP output at or
-        after this layer, so those gradient blocks are zero and skipped. ``out``: where to
+        zero: causal attention) and only the MLP outputs below ``top_layer`` (no target in the
+        batch reads an MLP output at or after it). ``out``: where to
         write the rows (overwritten), else a new tensor.
         """
         st = self.state
-        P, b, L, d = g_out.shape
-        T, n = st.resid0.shape[0], len(st.active)
+        P, b, _, d = g_out.shape
+        L, T, n = len(self.packed), st.resid0.shape[0], len(st.active)
         if out is None:
             out = torch.zeros(b, n + L * T + T)
         else:
@@ -420,7 +420,8 @@ def _select_by_influence(
                                  n_active)  # fmt: skip
         inf[visited[:n]] = -1.0
         take = min(step, limit - n)
-        nxt = torch.argsort(inf, descending=True)[:take]
+        # sorted = (layer, position) order: the rows land in place, in few, short batches
+        nxt = torch.argsort(inf, descending=True)[:take].sort().values
         fill_rows(nxt, rows[n : n + take])
         norms[n : n + take] = rows[n : n + take].abs().sum(1).clamp(min=1e-10)
         visited[n : n + take] = nxt
@@ -428,11 +429,15 @@ def _select_by_influence(
     return visited, rows
 
 
-def _abs_matvec(weights: Tensor, rows: Tensor, n_cols: int, block: int = 1024) -> Tensor:
-    """``weights @ |rows[:, :n_cols]|`` without materialising ``|rows|``."""
+def _abs_matvec(weights: Tensor, rows: Tensor, n_cols: int, block: int = 256) -> Tensor:
+    """``weights @ |rows[:, :n_cols]|`` without materialising ``|rows|`` (one reused block)."""
     out = torch.zeros(n_cols)
+    scratch = torch.empty(min(block, rows.shape[0]), n_cols)
     for s in range(0, rows.shape[0], block):
-        out += weights[s : s + block] @ rows[s : s + block, :n_cols].abs()
+        part = rows[s : s + block, :n_cols]
+        buf = scratch[: part.shape[0]]
+        torch.abs(part, out=buf)
+        out += weights[s : s + block] @ buf
     return out
 
 

@@ -81,6 +81,7 @@ class FrozenTranspose:
         self.n_layers, self.dtype, self.device = adapter.n_layers, dtype, dev
         self.d_model = adapter.d_model
         self.n_pos = frozen.tokens.shape[-1]
+        self._buf: Tensor | None = None
         self.skip = None if skip is None else [w.detach().to(dev, dtype) for w in skip]
         self.layers = []
         inv = frozen.inv_scales
@@ -150,6 +151,15 @@ class FrozenTranspose:
         gx = torch.bmm(coef, u).transpose(0, 1)  # [src, b, d]
         return lay["attn_in"].dense(gx)
 
+    def _scratch(self, shape: tuple[int, ...]) -> Tensor:
+        """A reused buffer (big fresh allocations cost page faults on every batch)."""
+        n = 1
+        for s in shape:
+            n *= s
+        if self._buf is None or self._buf.numel() < n:
+            self._buf = torch.empty(n, device=self.device, dtype=self.dtype)
+        return self._buf[:n].view(shape)
+
     @torch.no_grad()
     def backward(
         self,
@@ -158,21 +168,25 @@ class FrozenTranspose:
         read: Float[Tensor, "b d"] | None = None,
         post: Float[Tensor, "b d"] | None = None,
         n_pos: int | None = None,
-    ) -> tuple[Float[Tensor, "p b d"], Float[Tensor, "p b n_layers d"]]:
-        """Gradients ``(at the block-0 input, at each MLP output)`` of the reads, per row.
+    ) -> tuple[Float[Tensor, "p b d"], Float[Tensor, "p b n d"]]:
+        """Gradients ``(at the block-0 input, at the MLP outputs)`` of the reads, per row.
 
         Row ``i`` reads ``read[i]`` at layer ``layer``'s MLP input and/or ``post[i]`` at the
         residual stream after that layer, both at position ``pos[i]``. The outputs cover
-        positions ``< n_pos`` (default: the whole prompt; at least ``pos.max() + 1``).
+        positions ``< n_pos`` (default: the whole prompt; at least ``pos.max() + 1``) and the
+        MLP outputs that can be nonzero: layers ``< layer``, or ``<= layer`` with ``post``.
+        The MLP-output gradients live in a buffer that the next call overwrites.
         """
         P = self.n_pos if n_pos is None else n_pos
         b = pos.numel()
         rows = torch.arange(b, device=self.device)
-        g_out = torch.zeros(P, b, self.n_layers, self.d_model, device=self.device, dtype=self.dtype)
+        n_valid = layer + (post is not None)
+        g_out = self._scratch((P, b, n_valid, self.d_model))
         lay = self.layers[layer]
         mid = torch.zeros(b, self.d_model, device=self.device, dtype=self.dtype)
         if post is not None:
             post = post.to(self.device, self.dtype)
+            g_out[:, :, layer] = 0.0
             g_out[pos, rows, layer] = post
             mid = mid + post
             if self.skip is not None:
