@@ -172,3 +172,25 @@ def test_max_feature_nodes_keeps_the_most_influential_and_exact_rows():
     ]
     cols = rows + list(range(full.index.error_start, full.index.n_sources))
     torch.testing.assert_close(small.adjacency[:10], full.adjacency[rows][:, cols])
+
+
+def test_selection_influence_equals_the_graph_influence_of_the_visited_rows():
+    from cltrace.graph.attribute import _partial_influence
+    from cltrace.graph.influence import normalized_adjacency, propagated_influence
+
+    adapter = tiny_model("gpt2")
+    tc = random_transcoder(adapter, d_features=32)
+    g = attribute(adapter, tc, PROMPT)
+    n = g.index.n_features
+    A = g.adjacency
+    gen = torch.Generator().manual_seed(0)
+    for visited in (torch.arange(n), torch.randperm(n, generator=gen)[: n // 3]):
+        norms = A[visited].abs().sum(1).clamp(min=1e-10)
+        fast = _partial_influence(A[n:], g.logit_probs, A[visited], norms, visited, n)
+        # independent: the graph's Neumann series with the unvisited feature rows removed
+        kept = A.clone()
+        dropped = torch.ones(n, dtype=torch.bool)
+        dropped[visited] = False
+        kept[:n][dropped] = 0.0
+        slow = propagated_influence(normalized_adjacency(kept), g.index, g.logit_probs)[:n]
+        torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-7)

@@ -442,15 +442,22 @@ def _abs_matvec(weights: Tensor, rows: Tensor, n_cols: int, block: int = 256) ->
 
 
 def _partial_influence(logit_rows, logit_probs, feat_rows, feat_norms, visited, n_active):
+    """Influence on the logits of every active feature, through the visited rows only.
+
+    ``total = direct + (total[visited] / norms) @ |rows|``, where ``direct`` is the logits' own
+    share. The visited features' totals are found first on the small ``[visited, visited]``
+    block (the DAG over layers makes that iteration end), so the wide ``|rows|`` is read once.
+    """
     logit_norms = logit_rows.abs().sum(1).clamp(min=1e-10)
-    current = _abs_matvec(logit_probs.float() / logit_norms, logit_rows, n_active)
-    total = torch.zeros(n_active)
-    for _ in range(64):  # the graph is a DAG over layers, so this ends in <= n_layers steps
-        total += current
-        if visited.numel() == 0:
+    direct = _abs_matvec(logit_probs.float() / logit_norms, logit_rows, n_active)
+    if visited.numel() == 0:
+        return direct
+    among = feat_rows[:, visited].abs() / feat_norms[:, None]  # [visited, visited]
+    w = direct[visited].clone()
+    step = w
+    for _ in range(64):  # nilpotent: ends in <= n_layers steps
+        step = step @ among
+        if step.abs().max() < 1e-12:
             break
-        nxt = _abs_matvec(current[visited] / feat_norms, feat_rows, n_active)
-        if nxt.abs().max() < 1e-12:
-            break
-        current = nxt
-    return total
+        w += step
+    return direct + _abs_matvec(w / feat_norms, feat_rows, n_active)
