@@ -178,7 +178,7 @@ def test_selection_influence_equals_the_graph_influence_of_the_visited_rows():
     from cltrace.graph.attribute import _partial_influence
     from cltrace.graph.influence import normalized_adjacency, propagated_influence
 
-    adapter = tiny_model("gpt2")
+    adapter = tiny_model("gpt2", n_layers=4)  # paths through 3 features: second-order terms
     tc = random_transcoder(adapter, d_features=32)
     g = attribute(adapter, tc, PROMPT)
     n = g.index.n_features
