@@ -351,13 +351,13 @@ def attribute(
             fill_feature_rows, logit_rows_t, logit_t.probs, n_active, limit,
             batch * cfg.update_interval,
         )  # fmt: skip
+        # keep the chosen features' columns (plus all errors and tokens) before reordering the
+        # rows, so no full-width copy of the selection rows is made
         order = torch.argsort(chosen)
-        chosen, feat_rows = chosen[order], feat_rows[order]
-
-    if not full:
-        # restrict source columns to the chosen features (plus all errors and tokens)
+        chosen = chosen[order]
         cols = torch.cat([chosen, torch.arange(n_active, n_cols)])
-        adjacency = torch.cat([feat_rows[:, cols], logit_rows_t[:, cols]])  # no full-width copy
+        adjacency = torch.cat([feat_rows[:, cols][order], logit_rows_t[:, cols]])
+        del feat_rows
     index = NodeIndex(
         n_layers=L,
         n_pos=T,
