@@ -69,3 +69,38 @@ def test_batches_keep_documents_apart_and_cover_the_epoch():
         assert ((tokens == 0) == (weights == 0)).all()
         seen += [int(row[1]) for row in tokens]
     assert sorted(seen) == [5 + i for i in range(40)]
+
+
+def test_long_rows_pack_whole_documents_to_the_context_length():
+    from cltrace.bundled.train import _long_batch
+
+    docs = [[1, 10 + i, 11 + i, 2] for i in range(5)]  # bos, two words, eos
+    tokens, weights = _long_batch(docs, 3, 10, torch.Generator().manual_seed(0))
+    assert tokens.shape == (3, 10) and weights.shape == (3, 10)
+    assert (tokens[:, 0] == 1).all() and (weights[:, 0] == 0).all() and (weights[:, 1:] == 1).all()
+    for row in tokens.tolist():
+        for start in range(0, 8, 4):  # each 4-token block is one whole document
+            assert row[start : start + 4] in docs
+        assert row[8:] == [1, row[9]] and row[9] >= 10  # the third document, cut
+
+
+@pytest.mark.slow
+def test_long_rows_train_the_last_positions(tmp_path):
+    from dataclasses import replace
+
+    from transformers import GPT2LMHeadModel
+
+    cfg = replace(TINY, n_ctx=160)  # longer than any document of the corpus
+    with_long = train_model(tmp_path / "long", cfg, progress=False)
+    plain = train_model(tmp_path / "plain", replace(cfg, long_every=0), progress=False)
+    torch.manual_seed(cfg.seed)  # what train_model does right before building the model
+    init = GPT2LMHeadModel(AutoModelForCausalLM.from_pretrained(plain).config)
+    first = init.transformer.wpe.weight[-2].detach()  # [-1] never predicts a token
+
+    def cosine(model_dir):
+        row = AutoModelForCausalLM.from_pretrained(model_dir).transformer.wpe.weight[-2]
+        return float(torch.nn.functional.cosine_similarity(row.detach(), first, dim=0))
+
+    # no document reaches the last positions, so without long rows their embeddings only decay
+    assert cosine(plain) > 1 - 1e-5
+    assert cosine(with_long) < 0.99

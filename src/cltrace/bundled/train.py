@@ -20,6 +20,8 @@ from cltrace.bundled.corpus import CorpusConfig, generate_documents
 from cltrace.bundled.tokenizer import build_tokenizer
 from cltrace.errors import CltraceError
 
+TASK_KINDS = ("ioi", "docstring")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -27,7 +29,7 @@ class TrainConfig:
 
     seed: int = 0
     """Seeds the corpus, the weight init and the batch order."""
-    steps: int = 1500
+    steps: int = 2500
     """Optimizer steps."""
     batch_size: int = 64
     """Documents per step (one per row, padded to the longest in the batch)."""
@@ -47,8 +49,14 @@ class TrainConfig:
     """Residual stream width."""
     n_heads: int = 4
     """Attention heads per block."""
-    n_ctx: int = 96
+    n_ctx: int = 1024
     """Context length (position embeddings); longer documents are cut."""
+    long_every: int = 5
+    """Every this many steps, also train on ``long_rows`` rows of ``n_ctx`` tokens of packed
+    filler documents, so that every position embedding is trained (task documents are short and
+    are never packed). 0 turns long rows off."""
+    long_rows: int = 2
+    """Rows per long batch."""
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     """The synthetic corpus (its seed is replaced by ``seed``)."""
 
@@ -79,6 +87,23 @@ def _batches(
             batches.append((tokens, weights))
     perm = torch.randperm(len(batches), generator=gen).tolist()
     return [batches[i] for i in perm]
+
+
+def _long_batch(
+    filler: list[list[int]], rows: int, n_ctx: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rows`` rows of exactly ``n_ctx`` tokens: random filler documents (each ``[bos, ...,
+    eos]``) back to back, the last one cut. Weights are 1 except at each row's first token."""
+    out = []
+    for _ in range(rows):
+        row: list[int] = []
+        while len(row) < n_ctx:
+            row += filler[int(torch.randint(len(filler), (1,), generator=gen))]
+        out.append(row[:n_ctx])
+    tokens = torch.tensor(out)
+    weights = torch.ones(tokens.shape)
+    weights[:, 0] = 0.0
+    return tokens, weights
 
 
 def _answer_weights(kind: str, ids: list[int], param_id: int | None, w: float) -> list[float]:
@@ -161,7 +186,9 @@ def train_model(
         betas=(0.9, 0.95),
         weight_decay=0.0,
     )
+    filler = [ids for (kind, _), ids in zip(docs, full, strict=True) if kind not in TASK_KINDS]
     gen = torch.Generator().manual_seed(cfg.seed)
+    long_gen = torch.Generator().manual_seed(cfg.seed + 1)
     epoch: list[tuple[torch.Tensor, torch.Tensor]] = []
     model.train()
     columns = (
@@ -188,11 +215,22 @@ def train_model(
             )
             w = batch_w[:, 1:].reshape(-1)
             loss = (token_loss * w).sum() / w.sum()
+            doc_loss = loss.item()
+            if cfg.long_every and step % cfg.long_every == cfg.long_every - 1 and filler:
+                long_tok, long_w = _long_batch(filler, cfg.long_rows, cfg.n_ctx, long_gen)
+                long_logits = model(input_ids=long_tok).logits
+                long_loss = torch.nn.functional.cross_entropy(
+                    long_logits[:, :-1].reshape(-1, long_logits.shape[-1]),
+                    long_tok[:, 1:].reshape(-1),
+                    reduction="none",
+                )
+                lw = long_w[:, 1:].reshape(-1)
+                loss = loss + (long_loss * lw).sum() / lw.sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+            ema = doc_loss if ema is None else 0.95 * ema + 0.05 * doc_loss
             bar.update(task, advance=1, loss=ema)
 
     model.eval()
