@@ -108,7 +108,6 @@ class FrozenTranspose:
                         n_heads // n_kv, 0
                     ),
                     "W_O_T": W_O.to(dev, dtype).T.contiguous(),  # [d, heads * d_head]
-                    "pattern": pattern,
                     "pattern_T": pattern.transpose(1, 2).contiguous(),  # [heads, src, dst]
                     "n_heads": n_heads,
                     "n_kv": n_kv,
@@ -147,7 +146,7 @@ class FrozenTranspose:
             g = lay["attn_out"].at(g, pos)
         z = (g @ lay["W_O_T"]).reshape(b, H, dh)
         u = torch.einsum("bhk,hkd->bhd", z, lay["W_V_T_heads"])  # [b, heads, d]
-        coef = lay["pattern"][:, pos, :n_pos].permute(1, 2, 0)  # [b, src, heads]
+        coef = lay["pattern_T"][:, :n_pos, pos].permute(2, 1, 0)  # [b, src, heads]
         gx = torch.bmm(coef, u).transpose(0, 1)  # [src, b, d]
         return lay["attn_in"].dense(gx)
 
