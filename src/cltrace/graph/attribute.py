@@ -105,7 +105,7 @@ class DirectGradients:
     ) -> tuple[Float[Tensor, "pos b d"], Float[Tensor, "pos b n_layers d"]]:
         """One batch row per logit target (read at the final norm's output, last position)."""
         post = self.transpose.final_read(vecs)
-        last = torch.full((vecs.shape[0],), self.transpose.n_pos - 1)
+        last = torch.full((vecs.shape[0],), self.transpose.n_pos - 1, device=vecs.device)
         return self.transpose.backward(self.n_layers - 1, last, post=post)
 
 
@@ -121,6 +121,7 @@ class EdgeComputer:
 
     def __init__(self, transcoder: CrossLayerTranscoder, state: ReplacementState):
         self.state = state
+        self.device = dev = state.resid0.device
         T = state.mlp_in.shape[1]
         self.packed = []
         for layer in range(transcoder.n_layers):
@@ -128,10 +129,10 @@ class EdgeComputer:
             pos = state.active.position[sel]
             counts = torch.bincount(pos, minlength=T)
             starts = torch.cumsum(counts, 0) - counts
-            slot = torch.arange(sel.numel()) - torch.repeat_interleave(starts, counts)
+            slot = torch.arange(sel.numel(), device=dev) - torch.repeat_interleave(starts, counts)
             n_out, d = rows.shape[1], rows.shape[2]
             n_slots = int(counts.max()) if sel.numel() else 0
-            packed = torch.zeros(T, n_slots + 1, n_out * d)
+            packed = torch.zeros(T, n_slots + 1, n_out * d, device=dev)
             scaled = rows * state.active.value[sel, None, None]
             packed[pos, slot] = scaled.reshape(sel.numel(), n_out * d)
             packed[:, n_slots, :d] = state.errors[layer]
@@ -149,14 +150,16 @@ class EdgeComputer:
 
         The gradients (position-major) may cover only the first ``p`` positions (the rest are
         zero: causal attention) and only the MLP outputs below ``top_layer`` (no target in the
-        batch reads an MLP output at or after it). ``out``: where to
-        write the rows (overwritten), else a new tensor.
+        batch reads an MLP output at or after it). ``out``: where to write the rows (overwritten;
+        it may live on another device, e.g. CPU storage for rows computed on a GPU), else a new
+        tensor on the computing device.
         """
         st = self.state
         P, b, _, d = g_out.shape
         L, T, n = len(self.packed), st.resid0.shape[0], len(st.active)
-        if out is None:
-            out = torch.zeros(b, n + L * T + T)
+        target = out
+        if out is None or out.device != self.device:
+            out = torch.zeros(b, n + L * T + T, device=self.device)
         else:
             out.zero_()
         feat = out[:, :n]
@@ -173,6 +176,8 @@ class EdgeComputer:
                 sel, pos, slot = sel[m], pos[m], slot[m]
             feat[:, sel] = res[pos, :, slot].T
         out[:, n + L * T : n + L * T + P] = (g_emb * st.resid0[:P, None]).sum(-1).T
+        if target is not None and target is not out:
+            return target.copy_(out)
         return out
 
 
@@ -232,7 +237,7 @@ def encoder_rows(
     transcoder: CrossLayerTranscoder, layer: Tensor, feature: Tensor
 ) -> Float[Tensor, "n d_model"]:
     """Encoder vectors of the given (layer, feature) pairs, gathered layer by layer."""
-    out = torch.zeros(layer.numel(), transcoder.d_model)
+    out = torch.zeros(layer.numel(), transcoder.d_model, device=layer.device)
     for ly in layer.unique().tolist():
         m = layer == ly
         out[m] = transcoder.W_enc[ly][feature[m]].float()
@@ -269,7 +274,8 @@ def _resolve_targets(
                 f"the target direction has {direction.numel()} entries but the model's d_model "
                 f"is {adapter.d_model}; pass a direction in residual-stream space."
             )
-        return LogitTargets(torch.tensor([-1]), direction[None], torch.ones(1))
+        dev = adapter.device
+        return LogitTargets(torch.tensor([-1]), direction[None].to(dev), torch.ones(1, device=dev))
     if targets:
         ids = torch.tensor([adapter.single_token_id(t) for t in targets])
         return token_targets(adapter, ids, torch.softmax(last, -1))
@@ -318,8 +324,9 @@ def attribute(
 
         Batches hold features of one layer in position order, so each runs on the layers below
         that one and on a short prefix of positions."""
-        order = torch.argsort(act.layer[idx] * T + act.position[idx], stable=True)
-        layer_of = act.layer[idx[order]]
+        key = (act.layer[idx] * T + act.position[idx]).cpu()  # rows are stored on the CPU
+        order = torch.argsort(key, stable=True)
+        layer_of = key[order] // T
         for layer in layer_of.unique().tolist():
             group = order[layer_of == layer]
             for s in range(0, group.numel(), batch):
@@ -331,7 +338,7 @@ def attribute(
                 if w1 - w0 == where.numel() and bool((where[1:] > where[:-1]).all()):
                     edges.rows(g_emb, g_out, layer, out=out[w0:w1])  # in place, no copy
                 else:
-                    out[where] = edges.rows(g_emb, g_out, layer)
+                    out[where] = edges.rows(g_emb, g_out, layer).to(out.device)
 
     n_logits = logit_t.tokens.numel()
     limit = cfg.max_feature_nodes
@@ -348,7 +355,7 @@ def attribute(
         fill_feature_rows(chosen, adjacency[:n_active])
     else:
         chosen, feat_rows = _select_by_influence(
-            fill_feature_rows, logit_rows_t, logit_t.probs, n_active, limit,
+            fill_feature_rows, logit_rows_t, logit_t.probs.cpu(), n_active, limit,
             batch * cfg.update_interval,
         )  # fmt: skip
         # keep the chosen features' columns (plus all errors and tokens) before reordering the
@@ -358,24 +365,24 @@ def attribute(
         cols = torch.cat([chosen, torch.arange(n_active, n_cols)])
         adjacency = torch.cat([feat_rows[:, cols][order], logit_rows_t[:, cols]])
         del feat_rows
+    feats = (act.layer[chosen], act.position[chosen], act.feature[chosen])  # computing device
     index = NodeIndex(
         n_layers=L,
         n_pos=T,
-        feat_layer=act.layer[chosen],
-        feat_pos=act.position[chosen],
-        feat_id=act.feature[chosen],
-        logit_token=logit_t.tokens,
+        feat_layer=feats[0].cpu(),
+        feat_pos=feats[1].cpu(),
+        feat_id=feats[2].cpu(),
+        logit_token=logit_t.tokens.cpu(),
     )
     final_clean = state.frozen.final_out[0, -1]
-    args = (index.feat_layer, index.feat_pos, index.feat_id, logit_t.vectors)
     graph = Graph(
         index=index,
         adjacency=adjacency,
         tokens=tokens[0].cpu(),
-        activations=act.value[chosen],
-        logit_probs=logit_t.probs.float(),
-        target_values=_target_values(transcoder, state, *args[:3], args[3], final_clean),
-        bias_values=_bias_values(adapter, transcoder, state, *args),
+        activations=act.value[chosen].cpu(),
+        logit_probs=logit_t.probs.float().cpu(),
+        target_values=_target_values(transcoder, state, *feats, logit_t.vectors, final_clean).cpu(),
+        bias_values=_bias_values(adapter, transcoder, state, *feats, logit_t.vectors).cpu(),
         prompt=prompt if isinstance(prompt, str) else "",
         str_tokens=adapter.to_str_tokens(tokens[0]),
         model_name=adapter.name,
