@@ -416,7 +416,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="write all results here as JSON")
     ap.add_argument("--workdir", default=None, help="keep models/edges here (default: temp)")
     ap.add_argument("--ct-python", default=DEFAULT_CT_PYTHON, help="python of circuit-tracer venv")
-    ap.add_argument("--batch-size", type=int, default=64, help="cltrace targets per backward")
+    ap.add_argument("--batch-size", type=int, default=64, help="cltrace targets per batch")
     ap.add_argument("--ct-batch-size", type=int, default=64, help="circuit-tracer batch_size")
     ap.add_argument("--warmup-nodes", type=int, default=64, help="feature cap of the warm-up run")
     ap.add_argument("--features", type=int, default=4096, help="random CLT features per layer")

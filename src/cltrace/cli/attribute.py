@@ -44,7 +44,7 @@ def attribute_cmd(
     edge_threshold: float = typer.Option(
         0.98, "--edge-threshold", help="Pruning: share of edge score to keep (1 = all)."
     ),
-    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Targets per backward pass."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Targets per batch."),
     out: str = typer.Option(
         ..., "--out", help="Graph file NAME.json (graph-metadata.json goes beside it)."
     ),

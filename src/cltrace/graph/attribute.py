@@ -42,7 +42,7 @@ class AttributionConfig:
     max_feature_nodes: int | None = None
     """Keep at most this many feature nodes, chosen by influence on the logits (None: all)."""
     batch_size: int = 64
-    """Targets per backward pass (and prompt copies in the frozen forward)."""
+    """Targets per pass of the transposed frozen model (fewer when memory_budget_gb is short)."""
     memory_budget_gb: float = 2.0
     """Rough memory for one batch of targets; long prompts or big models get smaller batches."""
     zero_bos: bool = True
