@@ -17,10 +17,9 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cltrace.bundled.corpus import CorpusConfig, generate_documents
+from cltrace.bundled.filler import FILLER_KINDS
 from cltrace.bundled.tokenizer import build_tokenizer
 from cltrace.errors import CltraceError
-
-TASK_KINDS = ("ioi", "docstring")
 
 
 @dataclass(frozen=True)
@@ -106,6 +105,18 @@ def _long_batch(
     return tokens, weights
 
 
+def _weighted_loss(
+    logits: torch.Tensor, tokens: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """Next-token cross-entropy, averaged with the per-token ``weights`` of the predicted
+    tokens."""
+    token_loss = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), reduction="none"
+    )
+    w = weights[:, 1:].reshape(-1)
+    return (token_loss * w).sum() / w.sum()
+
+
 def _answer_weights(kind: str, ids: list[int], param_id: int | None, w: float) -> list[float]:
     """Per-token loss weights of one ``[bos, ..., eos]`` document."""
     weights = [1.0] * len(ids)
@@ -186,7 +197,7 @@ def train_model(
         betas=(0.9, 0.95),
         weight_decay=0.0,
     )
-    filler = [ids for (kind, _), ids in zip(docs, full, strict=True) if kind not in TASK_KINDS]
+    filler = [ids for (kind, _), ids in zip(docs, full, strict=True) if kind in FILLER_KINDS]
     gen = torch.Generator().manual_seed(cfg.seed)
     long_gen = torch.Generator().manual_seed(cfg.seed + 1)
     epoch: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -208,24 +219,11 @@ def train_model(
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, cfg)
             logits = model(input_ids=batch, attention_mask=(batch != pad).long()).logits
-            token_loss = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]),
-                batch[:, 1:].reshape(-1),
-                reduction="none",
-            )
-            w = batch_w[:, 1:].reshape(-1)
-            loss = (token_loss * w).sum() / w.sum()
+            loss = _weighted_loss(logits, batch, batch_w)
             doc_loss = loss.item()
             if cfg.long_every and step % cfg.long_every == cfg.long_every - 1 and filler:
                 long_tok, long_w = _long_batch(filler, cfg.long_rows, cfg.n_ctx, long_gen)
-                long_logits = model(input_ids=long_tok).logits
-                long_loss = torch.nn.functional.cross_entropy(
-                    long_logits[:, :-1].reshape(-1, long_logits.shape[-1]),
-                    long_tok[:, 1:].reshape(-1),
-                    reduction="none",
-                )
-                lw = long_w[:, 1:].reshape(-1)
-                loss = loss + (long_loss * lw).sum() / lw.sum()
+                loss = loss + _weighted_loss(model(input_ids=long_tok).logits, long_tok, long_w)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
