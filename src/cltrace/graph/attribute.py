@@ -90,7 +90,6 @@ class DirectGradients:
         self, adapter: ModelAdapter, transcoder: CrossLayerTranscoder, state: ReplacementState
     ):
         skip = None if transcoder.W_skip is None else list(transcoder.W_skip)
-        self.n_layers = adapter.n_layers
         self.transpose = FrozenTranspose(adapter, state.frozen, skip)
 
     def features(
@@ -104,9 +103,7 @@ class DirectGradients:
         self, vecs: Float[Tensor, "b d"]
     ) -> tuple[Float[Tensor, "pos b d"], Float[Tensor, "pos b n_layers d"]]:
         """One batch row per logit target (read at the final norm's output, last position)."""
-        post = self.transpose.final_read(vecs)
-        last = torch.full((vecs.shape[0],), self.transpose.n_pos - 1, device=vecs.device)
-        return self.transpose.backward(self.n_layers - 1, last, post=post)
+        return self.transpose.backward_final(vecs)
 
 
 class EdgeComputer:
@@ -142,20 +139,19 @@ class EdgeComputer:
     def rows(
         self,
         g_emb: Float[Tensor, "p b d"],
-        g_out: Float[Tensor, "p b n_layers d"],
-        top_layer: int,
+        g_out: Float[Tensor, "p b n d"],
         out: Float[Tensor, "b n_sources"] | None = None,
     ) -> Float[Tensor, "b n_sources"]:
         """Edges into each batch row's target from every active feature, error and token.
 
-        The gradients (position-major) may cover only the first ``p`` positions (the rest are
-        zero: causal attention) and only the MLP outputs below ``top_layer`` (no target in the
-        batch reads an MLP output at or after it). ``out``: where to write the rows (overwritten;
-        it may live on another device, e.g. CPU storage for rows computed on a GPU), else a new
-        tensor on the computing device.
+        The gradients (position-major, as ``FrozenTranspose.backward`` returns them) may cover
+        only the first ``p`` positions (the rest are zero: causal attention) and only the MLP
+        outputs of the first ``n`` layers (the rest are zero: no target reads them). ``out``:
+        where to write the rows (overwritten; it may live on another device, e.g. CPU storage
+        for rows computed on a GPU), else a new tensor on the computing device.
         """
         st = self.state
-        P, b, _, d = g_out.shape
+        P, b, n_read, d = g_out.shape
         L, T, n = len(self.packed), st.resid0.shape[0], len(st.active)
         target = out
         if out is None or out.device != self.device:
@@ -165,7 +161,7 @@ class EdgeComputer:
         feat = out[:, :n]
         err = out[:, n : n + L * T].view(b, L, T)
         for layer, sel, pos, slot, packed, n_out in self.packed:
-            k = min(n_out, top_layer - layer)
+            k = min(n_out, n_read - layer)
             if k <= 0:
                 continue
             g = g_out[:, :, layer : layer + k].reshape(P, b, k * d)
@@ -336,9 +332,9 @@ def attribute(
                 g_emb, g_out = engine.features(layer, act.position[part], vecs)
                 w0, w1 = int(where[0]), int(where[-1]) + 1
                 if w1 - w0 == where.numel() and bool((where[1:] > where[:-1]).all()):
-                    edges.rows(g_emb, g_out, layer, out=out[w0:w1])  # in place, no copy
+                    edges.rows(g_emb, g_out, out=out[w0:w1])  # in place, no copy
                 else:
-                    out[where] = edges.rows(g_emb, g_out, layer).to(out.device)
+                    out[where] = edges.rows(g_emb, g_out).to(out.device)
 
     n_logits = logit_t.tokens.numel()
     limit = cfg.max_feature_nodes
@@ -348,7 +344,7 @@ def attribute(
     logit_rows_t = adjacency[n_active:] if full else torch.empty(n_logits, n_cols)
     for s in range(0, n_logits, batch):
         g_emb, g_out = engine.logits(logit_t.vectors[s : s + batch])
-        edges.rows(g_emb, g_out, L, out=logit_rows_t[s : s + batch])
+        edges.rows(g_emb, g_out, out=logit_rows_t[s : s + batch])
 
     if full:
         chosen = torch.arange(n_active)

@@ -85,7 +85,7 @@ def attribute_sample(adapter, transcoder, key: FeatureKey, example: dict, top_k:
     read = transcoder.W_enc[layer][feat].detach().float()[None]
     engine = DirectGradients(adapter, transcoder, state)
     g_emb, g_out = engine.features(layer, torch.tensor([T - 1]), read)
-    row = EdgeComputer(transcoder, state).rows(g_emb, g_out, layer)[0].detach().numpy()
+    row = EdgeComputer(transcoder, state).rows(g_emb, g_out)[0].detach().numpy()
     a = state.active
     n_feat = len(a)
     vector: dict[tuple, float] = defaultdict(float)

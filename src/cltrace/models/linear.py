@@ -116,12 +116,6 @@ class FrozenTranspose:
             )
         self.final = _NormT(kind, adapter.final_norm(), frozen.inv_scales["final"][0], dev, dtype)
 
-    def final_read(self, vecs: Float[Tensor, "b d"]) -> Float[Tensor, "b d"]:
-        """Read vectors at the final norm's output (last position), moved to the residual
-        stream after the last layer."""
-        last = torch.full((vecs.shape[0],), self.n_pos - 1, device=self.device)
-        return self.final.at(vecs.to(self.device, self.dtype), last)
-
     def _attention_t(self, lay: dict, g: Float[Tensor, "p b d"]) -> Float[Tensor, "p b d"]:
         """Through one layer's attention: from its write to the residual stream it read."""
         P, b, _ = g.shape
@@ -202,3 +196,11 @@ class FrozenTranspose:
                 g = g + lay["mlp_in"].dense(g @ self.skip[lower])
             g = g + self._attention_t(lay, g)
         return g, g_out
+
+    def backward_final(
+        self, vecs: Float[Tensor, "b d"]
+    ) -> tuple[Float[Tensor, "pos b d"], Float[Tensor, "pos b n_layers d"]]:
+        """:meth:`backward` of read vectors at the final norm's output, last position (logits)."""
+        last = torch.full((vecs.shape[0],), self.n_pos - 1, device=self.device)
+        post = self.final.at(vecs.to(self.device, self.dtype), last)
+        return self.backward(self.n_layers - 1, last, post=post)
