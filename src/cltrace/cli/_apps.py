@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import typer
 
 import cltrace
+
+
+@dataclass
+class CliState:
+    """What the running command tells :func:`cltrace.cli.main` about how to end."""
+
+    debug: bool = False
+    """``--debug``: let tracebacks through."""
+    interrupt_note: str | None = None
+    """What Ctrl-C leaves behind and how to resume (said on the line printed at exit 130)."""
+
+    def reset(self) -> None:
+        self.debug = False
+        self.interrupt_note = None
+
+
+state = CliState()
 
 app = typer.Typer(
     name="cltrace",
@@ -34,5 +53,9 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the traceback of a failure (also CLTRACE_DEBUG=1)."
+    ),
 ) -> None:
     """cltrace: attribution graphs, pruning-first interpretation and explanation scoring."""
+    state.debug = debug

@@ -1,0 +1,81 @@
+"""Run the installed ``cltrace`` console script in a subprocess, so the real parser runs.
+
+``cli`` runs one command line and returns the finished process; ``expect_error`` asserts the
+contract every failure keeps: the exit code, exactly one ``error:`` line on stderr containing the
+given fragments, and no traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cltrace.tasks import write_pairs
+from cltrace.testing import save_tiny_assets
+from tests.pie.test_run import PAIRS
+
+CLTRACE = shutil.which("cltrace")
+
+
+def _env(extra: dict[str, str] | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLTRACE_LLM", "OPENAI_"))}
+    env.pop("CLTRACE_DEBUG", None)
+    env.update({"CLTRACE_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+                "COLUMNS": "200", "NO_COLOR": "1"})  # fmt: skip
+    env.update(extra or {})
+    return env
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """``cli(*args, env={...}, cwd=..., timeout=...)`` runs ``cltrace args...``."""
+    assert CLTRACE, "the cltrace console script is not installed (pip install -e .)"
+
+    def run(*args, env=None, cwd=None, timeout=300, input=None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [CLTRACE, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+            env=_env(env), cwd=cwd, input=input, stdin=None if input is not None else
+            subprocess.DEVNULL,
+        )  # fmt: skip
+
+    return run
+
+
+def error_line(done: subprocess.CompletedProcess) -> str:
+    """The one ``error:`` line of a failed run (asserts there is exactly one, no traceback)."""
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+def expect_error(done: subprocess.CompletedProcess, code: int, *fragments: str) -> str:
+    """Assert ``done`` failed with ``code`` and one error line holding every fragment."""
+    assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
+    line = error_line(done)
+    for frag in fragments:
+        assert frag.lower() in line.lower(), (frag, line)
+    return line
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Path:
+    """A saved tiny GPT-2 (word tokenizer ``w0 … w199``), a random CLT and a 4-pair file."""
+    root = tmp_path_factory.mktemp("cli-tiny")
+    save_tiny_assets(root, "gpt2", d_features=16)
+    write_pairs(root / "pairs.json", PAIRS)
+    return root
+
+
+def tiny_opts(root: Path) -> list[str]:
+    return ["--model", str(root / "model"), "--transcoder", str(root / "clt")]
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory`` (relative path -> bytes), to show nothing was lost."""
+    return {str(p.relative_to(directory)): p.read_bytes()
+            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != ".lock"}  # fmt: skip
