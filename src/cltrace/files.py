@@ -81,9 +81,7 @@ def check_writable_dir(path: str | os.PathLike, what: str = "output directory") 
             f"cannot create the {what} {path} ({exc.strerror}); pass a path you can write to."
         ) from None
     if not os.access(path, os.W_OK | os.X_OK):
-        raise CltraceError(
-            f"the {what} {path} is not writable; pass a path you can write to."
-        )
+        raise CltraceError(f"the {what} {path} is not writable; pass a path you can write to.")
     return path
 
 
@@ -93,7 +91,11 @@ class RunLock:
     A second process that asks for the same directory fails at once with a
     :class:`RunInUseError` that names the holder. The lock is an OS file lock (``flock``), so a
     killed process releases it; the lock file stays behind with the last holder's details.
+    Within one process the lock is re-entrant: ``cltrace pie`` holds it for the whole job while
+    the stages it calls take it again.
     """
+
+    _held: dict[Path, list] = {}  # resolved run dir -> [fd, depth], this process's locks
 
     def __init__(self, run_dir: str | os.PathLike, command: str | None = None):
         self.run_dir = Path(run_dir)
@@ -103,6 +105,11 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         check_writable_dir(self.run_dir, "run directory")
+        key = self.run_dir.resolve()
+        if key in RunLock._held:
+            RunLock._held[key][1] += 1
+            self._fd = -1
+            return self
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             _try_lock(fd)
@@ -121,14 +128,23 @@ class RunLock:
         }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
+        RunLock._held[key] = [fd, 1]
         self._fd = fd
         return self
 
     def release(self) -> None:
-        if self._fd is not None:
-            _unlock(self._fd)
-            os.close(self._fd)
-            self._fd = None
+        if self._fd is None:
+            return
+        key = self.run_dir.resolve()
+        entry = RunLock._held.get(key)
+        self._fd = None
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            del RunLock._held[key]
+            _unlock(entry[0])
+            os.close(entry[0])
 
     def __enter__(self) -> RunLock:
         return self.acquire()
