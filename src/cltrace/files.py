@@ -63,17 +63,30 @@ def read_json(path: str | os.PathLike, hint: str) -> Any:
         ) from None
 
 
-def check_writable_dir(path: str | os.PathLike, what: str = "output directory") -> Path:
-    """Create ``path`` (and its parents) or fail with one sentence, before any work is done."""
+def check_out_path(path: str | os.PathLike, what: str = "output directory") -> Path:
+    """Fail with one sentence when directory ``path`` could not be created or written, without
+    creating anything (so a command can check its output before it does any work)."""
     path = Path(path)
     for parent in (path, *path.parents):
-        if parent.exists() and not parent.is_dir():
+        if not parent.exists():
+            continue
+        if not parent.is_dir():
             raise CltraceError(
-                f"cannot create the {what} {path}: {parent} is a file; pass a path under a "
-                "directory."
+                f"cannot create the {what} {path}: {parent} is a file, not a directory; pass "
+                "another path."
             )
-        if parent.exists():
-            break
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise CltraceError(
+                f"cannot write the {what} {path}: {parent} is not writable; pass a path you "
+                "can write to."
+            )
+        break
+    return path
+
+
+def check_writable_dir(path: str | os.PathLike, what: str = "output directory") -> Path:
+    """Create ``path`` (and its parents) or fail with one sentence, before any work is done."""
+    path = check_out_path(path, what)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

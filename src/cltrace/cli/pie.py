@@ -10,14 +10,17 @@ from cltrace.cli._apps import app
 
 
 def _ints(text: str, what: str) -> tuple[int, ...]:
-    from cltrace.errors import CltraceError
+    from cltrace.errors import UsageError
 
     try:
         vals = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
         vals = ()
     if not vals or min(vals) < 1:
-        raise CltraceError(f"{what} must be positive integers separated by commas, got {text!r}.")
+        raise UsageError(
+            f"{what} must be positive integers separated by commas, got {text!r}; pass e.g. "
+            "50,100,200."
+        )
     return vals
 
 
@@ -58,8 +61,10 @@ def pie(
     from rich.progress import Progress
     from rich.table import Table
 
-    from cltrace.errors import CltraceError
+    from cltrace.cli._apps import state
+    from cltrace.errors import UsageError
     from cltrace.pie import DEFAULT_METHODS, PieConfig, run_pie
+    from cltrace.pie.run import validate
     from cltrace.prune import METHODS, PruneConfig
 
     chosen = (
@@ -67,6 +72,8 @@ def pie(
         if methods
         else tuple(m for m in DEFAULT_METHODS if m in METHODS)
     )
+    if not chosen:
+        raise UsageError(f"--methods {methods!r} names no method; pass e.g. fap,random.")
     ks = _ints(budgets, "--budgets")
     cfg = PieConfig(
         task=task, n=n, seed=seed, data=data, model=model, transcoder=transcoder,
@@ -81,13 +88,29 @@ def pie(
     run_dir = Path(out or f"runs/pie-{label}-n{n}-s{seed}")
     wanted = {s.strip() for s in stages.split(",") if s.strip()}
     unknown = wanted - {"prune", "interpret", "evaluate"}
-    if unknown:
-        raise CltraceError(f"unknown stage(s) {sorted(unknown)}; use prune, interpret, evaluate.")
-    console = Console()
+    if unknown or not wanted:
+        raise UsageError(
+            f"unknown --stages {stages!r}; use a comma-separated subset of prune,interpret,"
+            "evaluate."
+        )
+    validate(cfg)
+    console = Console(stderr=False)
+    console.print(f"run directory: {run_dir}  (rerun the same command to resume)")
+    resume = f"rerun the same command to resume {run_dir}"
+    state.interrupt_note = f"nothing was written yet; {resume}"
+
+    def progress(i: int, total: int) -> None:
+        bar.update(job, completed=i, total=total)
+        state.interrupt_note = (
+            f"{run_dir}/records.jsonl keeps the {i} of {total} prompts finished; {resume}"
+        )
+
     with Progress(console=console, transient=True) as bar:
         job = bar.add_task("stage I: scoring prompts", total=None)
-        results = run_pie(cfg, run_dir, progress=lambda i, tot: bar.update(job, completed=i,
-                                                                          total=tot))  # fmt: skip
+        results = run_pie(cfg, run_dir, progress=progress)
+    state.interrupt_note = (
+        f"stage I is complete in {run_dir}; rerun the same command to redo the later stages"
+    )
     table = Table(title=f"PIE stage I: mean last-token KL (95% CI), {results['n_prompts']} prompts")
     table.add_column("method")
     for k in ks:
@@ -113,4 +136,5 @@ def pie(
         from cltrace.pie.stages import run_later_stages
 
         run_later_stages(run_dir, wanted, console)
+    state.interrupt_note = None
     console.print(f"run directory: {run_dir}  (report: {run_dir / 'report.html'})")

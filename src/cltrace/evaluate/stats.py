@@ -62,4 +62,8 @@ def effective_budget(
         idx = rng.integers(0, base.shape[0], base.shape[0])
         boots.append(interpolate_budget(budgets, base[idx].mean(0), tgt[idx].mean()))
     b = np.asarray(boots)
-    return point, float(np.quantile(b, 0.025)), float(np.quantile(b, 0.975))
+    # a resample whose curve never gets low enough gives K' = inf; interpolating between a
+    # finite value and inf is undefined, so then the CI takes the nearest resample instead
+    method = "linear" if np.isfinite(b).all() else "inverted_cdf"
+    low, high = np.quantile(b, [0.025, 0.975], method=method)
+    return point, float(low), float(high)

@@ -29,9 +29,11 @@ def load_model(
     ``None`` means the model cltrace ships (trained by ``cltrace train model``). A string is a
     local HF-format directory if such a path exists (or looks like a path), else a hub id.
     """
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from cltrace.files import read_json
     from cltrace.models import attention
 
     # cltrace prints its own progress; transformers' per-load bars and notes are noise here
@@ -57,6 +59,7 @@ def load_model(
                 "written by save_pretrained."
             )
         source = str(path)
+        read_json(path / "config.json", "fix it or re-save the model with save_pretrained.")
     try:
         config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as exc:
@@ -70,12 +73,23 @@ def load_model(
         hf_model = AutoModelForCausalLM.from_pretrained(
             source, dtype=dtype, attn_implementation=attention.ATTN_IMPLEMENTATION
         )
-        tokenizer = AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:
         raise CltraceError(
-            f"could not load the weights or tokenizer of {source!r} ({exc}); check that the "
-            "directory or hub repo holds a complete model."
+            f"could not load the weights of {source!r} ({_first_line(exc)}); check that the "
+            "directory or hub repo holds a complete model (re-download or re-save it)."
+        ) from exc
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except Exception as exc:  # tokenizer files fail in many library-specific ways
+        raise CltraceError(
+            f"could not load the tokenizer of {source!r} ({_first_line(exc)}); check its "
+            "tokenizer files (re-download or re-save the model with its tokenizer)."
         ) from exc
     hf_model.to(device)
     name = "cltrace-bundled" if name_or_path is None else str(name_or_path)
     return ModelAdapter(hf_model, tokenizer, name=name)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:160]}" if text else type(exc).__name__

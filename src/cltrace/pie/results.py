@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from cltrace.evaluate.stats import bootstrap_ci, effective_budget, interpolate_budget
+from cltrace.files import atomic_write_json
 
 METRICS = ("kl", "pred_changed", "faithfulness", "completeness", "logit_diff", "n_kept")
 
@@ -164,9 +164,9 @@ def _clean_json(x):
 def write_outputs(out: Path, records: list[dict], results: dict, cfg) -> None:
     from cltrace.report.pie_report import write_report
 
-    (out / "results.json").write_text(json.dumps(_clean_json(results), indent=2))
+    atomic_write_json(out / "results.json", _clean_json(results))
     feats = kept_features(records)
-    (out / "kept_features.json").write_text(json.dumps({
+    atomic_write_json(out / "kept_features.json", _clean_json({
         "method": cfg.interpret_method, "budget": cfg.interpret_budget, "features": feats,
-    }, indent=2))  # fmt: skip
+    }))  # fmt: skip
     write_report(out)

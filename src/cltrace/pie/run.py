@@ -2,8 +2,10 @@
 
 Run directory layout::
 
-    config.json        the resolved PieConfig (a rerun with the same directory must match it)
+    config.json        the resolved PieConfig plus the identity of its inputs (pair-file
+                       content, model and transcoder files); a rerun must match it to resume
     records.jsonl      one line per prompt, appended as soon as the prompt is done (resume key)
+    .lock              held while a process works in the directory (a second one is refused)
     results.json       aggregates per method and budget, with bootstrap CIs (written at the end)
     kept_features.json the (layer, feature) ids kept by the interpretation method, with counts
 
@@ -16,14 +18,23 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from cltrace.errors import CltraceError
+from cltrace.errors import UsageError
 from cltrace.evaluate import evaluate_kept
+from cltrace.files import RunLock, atomic_write_json, check_out_path
+from cltrace.pie.rundir import (
+    append_record,
+    check_same_run,
+    input_identity,
+    read_config,
+    read_records,
+)
 from cltrace.prune import PruneConfig, ScoreContext, compute_components, get_method
 
 DEFAULT_METHODS = (
@@ -50,7 +61,7 @@ class PieConfig:
     seed: int = 0
     """Seed of the generated pairs."""
     data: str | None = None
-    """A prompt-pair file (FORMATS.md section 3) instead of a generated task."""
+    """A prompt-pair file (see docs/) instead of a generated task."""
     model: str | None = None
     """HF id or local directory; None = the bundled model."""
     transcoder: str | None = None
@@ -78,6 +89,7 @@ class PieConfig:
     @classmethod
     def from_json(cls, d: dict) -> PieConfig:
         d = dict(d)
+        d.pop("inputs", None)  # identities of the inputs, saved beside the options
         prune = dict(d.pop("prune"))
         prune["budgets"] = tuple(prune["budgets"])
         return cls(
@@ -90,6 +102,32 @@ class PieConfig:
         )
 
 
+def validate(cfg: PieConfig) -> None:
+    """Check the options before anything is loaded or written (a typo fails at once)."""
+    from cltrace.tasks import get_task
+
+    if not cfg.methods:
+        raise UsageError("--methods is empty; name at least one method (e.g. fap,random).")
+    for key in cfg.methods:
+        get_method(key)
+    if cfg.interpret_method not in cfg.methods:
+        raise UsageError(
+            f"the interpretation method {cfg.interpret_method!r} is not among the methods run "
+            f"({', '.join(cfg.methods)}); add it to --methods."
+        )
+    if cfg.data is None:
+        get_task(cfg.task)
+        if cfg.n < 1:
+            raise UsageError(f"--n must be at least 1, got {cfg.n}.")
+    elif not Path(cfg.data).is_file():
+        what = "a directory" if Path(cfg.data).is_dir() else "missing"
+        raise UsageError(f"the pair file {cfg.data} is {what}; pass --data an existing file.")
+    if cfg.n_boot < 1:
+        raise UsageError(f"n_boot must be at least 1, got {cfg.n_boot}.")
+    if not all(isinstance(k, int) and k > 0 for k in cfg.random_sweep):
+        raise UsageError(f"random_sweep must hold positive budgets, got {cfg.random_sweep}.")
+
+
 def _load_pairs(cfg: PieConfig, adapter):
     from cltrace.tasks import check_pairs, get_task, read_pairs
 
@@ -98,35 +136,6 @@ def _load_pairs(cfg: PieConfig, adapter):
         check_pairs(pairs, adapter, cfg.data)
         return pairs
     return get_task(cfg.task).make_pairs(adapter, cfg.n, seed=cfg.seed)
-
-
-def _prepare_dir(out: Path, cfg: PieConfig) -> set[int]:
-    """Create or reopen a run directory; the indices of prompts already done."""
-    out.mkdir(parents=True, exist_ok=True)
-    cfg_path = out / "config.json"
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
-        if old != cfg.to_json():
-            raise CltraceError(
-                f"run directory {out} holds a run with a different configuration; pass a new "
-                "--out, or the same options to resume it."
-            )
-    else:
-        cfg_path.write_text(json.dumps(cfg.to_json(), indent=2))
-    done = set()
-    rec = out / "records.jsonl"
-    if rec.exists():
-        lines = rec.read_text().splitlines()
-        good = []
-        for line in lines:
-            try:
-                done.add(json.loads(line)["index"])
-                good.append(line)
-            except (json.JSONDecodeError, KeyError):
-                break  # a line cut by an interruption: drop it and everything after
-        if len(good) != len(lines):
-            rec.write_text("".join(g + "\n" for g in good))
-    return done
 
 
 def score_prompt(index: int, pair, adapter, transcoder, cfg: PieConfig) -> dict:
@@ -189,25 +198,46 @@ def run_pie(
     from cltrace.pie.results import aggregate, write_outputs
     from cltrace.transcoders import load_transcoder
 
-    for key in cfg.methods:
-        get_method(key)  # an unknown method fails before any work, with the one-line error
+    validate(cfg)
     out = Path(out)
+    check_out_path(out, "run directory")
     adapter = load_model(cfg.model)
     transcoder = load_transcoder(cfg.transcoder or BUNDLED_CLT_DIR, model=adapter)
     pairs = _load_pairs(cfg, adapter)
-    done = _prepare_dir(out, cfg)
-    rec_path = out / "records.jsonl"
-    todo = [i for i in range(len(pairs)) if i not in done]
-    for count, i in enumerate(todo):
-        if stop_after is not None and count >= stop_after:
-            return {}
-        record = score_prompt(i, pairs[i], adapter, transcoder, cfg)
-        with rec_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        if progress:
-            progress(len(done) + count + 1, len(pairs))
-    records = [json.loads(line) for line in rec_path.read_text().splitlines()]
-    records.sort(key=lambda r: r["index"])
-    results = aggregate(records, cfg)
-    write_outputs(out, records, results, cfg)
+    wanted = {**cfg.to_json(), "inputs": input_identity(cfg)}
+    with RunLock(out):
+        saved = read_config(out)
+        if saved is None:
+            atomic_write_json(out / "config.json", wanted)
+        else:
+            check_same_run(out, saved, wanted)
+        done = read_records(out, len(pairs))
+        rec_path = out / "records.jsonl"
+        todo = [i for i in range(len(pairs)) if i not in done]
+        if progress and done:
+            progress(len(done), len(pairs))
+        for count, i in enumerate(todo):
+            if stop_after is not None and count >= stop_after:
+                return {}
+            append_record(rec_path, score_prompt(i, pairs[i], adapter, transcoder, cfg))
+            if progress:
+                progress(len(done) + count + 1, len(pairs))
+        records = [json.loads(line) for line in read_records(out, len(pairs)).values()]
+        records.sort(key=lambda r: r["index"])
+        warn_small_active_sets(records, cfg)
+        results = aggregate(records, cfg)
+        write_outputs(out, records, results, cfg)
     return results
+
+
+def warn_small_active_sets(records: list[dict], cfg: PieConfig) -> None:
+    """Say once when a budget exceeds some prompts' units (there every unit is kept)."""
+    k = max(cfg.prune.budgets)
+    short = [r["n_units"] for r in records if r["n_units"] < k]
+    if short:
+        warnings.warn(
+            f"K={k} exceeds the {cfg.prune.unit} units of {len(short)} of {len(records)} prompts "
+            f"(fewest {min(short)}); there the kept set is every unit, so the larger budgets "
+            "measure nothing new",
+            stacklevel=2,
+        )

@@ -28,6 +28,7 @@ from cltrace.tasks.pairs import PromptPair
 from cltrace.transcoders import CrossLayerTranscoder, check_compatible
 
 POLICIES = ("corrupted_prompt", "zero_features")
+GRAD_MODES = ("direct", "full")
 
 
 def kl_last(p_logits: Float[Tensor, " v"], q_logits: Float[Tensor, "b v"]) -> Float[Tensor, " b"]:
@@ -228,7 +229,7 @@ def _clean_pass(
     from cltrace.models.freeze import detached_scales
 
     L = adapter.n_layers
-    if mode not in ("direct", "full"):
+    if mode not in GRAD_MODES:
         raise CltraceError(f"unknown gradient mode {mode!r}; use 'direct' or 'full'.")
     leaves: dict[int, Tensor] = {}
     ins: dict[int, Tensor] = {}

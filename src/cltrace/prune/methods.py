@@ -7,6 +7,7 @@ method is adding one :class:`Method` to :data:`METHODS` with :func:`register`.
 
 from __future__ import annotations
 
+import math
 import random as pyrandom
 import statistics
 from collections.abc import Callable
@@ -17,9 +18,19 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from cltrace.errors import CltraceError
-from cltrace.prune.components import PairComponents, fap_scores, metric_gradients
+from cltrace.errors import CltraceError, UsageError
+from cltrace.prune.components import (
+    GRAD_MODES,
+    POLICIES,
+    PairComponents,
+    fap_scores,
+    metric_gradients,
+)
 from cltrace.transcoders import CrossLayerTranscoder
+
+UNITS = ("occurrence", "feature")
+"""What a budget counts: (layer, position, feature) occurrences, or features pooled over
+positions."""
 
 
 @dataclass
@@ -56,6 +67,42 @@ class PruneConfig:
     """ACDC-style greedy: a removal is kept if last-token KL grows by less than this."""
     batch_size: int = 512
     """Patched forward passes per batch (fewer for long prompts or wide models)."""
+
+    def __post_init__(self) -> None:
+        # checked on construction, so a typo fails before a run directory is written
+        choices = {"policy": POLICIES, "grad_mode": GRAD_MODES, "unit": UNITS}
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(f"unknown {flag} {value!r}; use one of {', '.join(allowed)}.")
+        if not self.budgets or any(int(k) != k or k < 1 for k in self.budgets):
+            raise UsageError(
+                f"--budgets must be positive integers, got {list(self.budgets)}; "
+                "pass e.g. --budgets 50,100,200."
+            )
+        floats = {"lambda_syn": self.lambda_syn, "boundary_percent": self.boundary_percent,
+                  "signal_gamma": self.signal_gamma, "acdc_tau": self.acdc_tau}  # fmt: skip
+        for name, value in floats.items():
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise UsageError(
+                    f"--{name.replace('_', '-')} must be a finite number >= 0, got {value!r}; "
+                    "pass e.g. the default."
+                )
+        if self.signal_gamma > 0.5:
+            raise UsageError(
+                f"--signal-gamma is {self.signal_gamma}, but each sign's share of K can be at "
+                "most 0.5; pass a value in [0, 0.5]."
+            )
+        ints = {"random_seeds": self.random_seeds, "batch_size": self.batch_size,
+                "boundary_cap": self.boundary_cap, "partners": self.partners,
+                "partners_per_candidate": self.partners_per_candidate,
+                "factp_cap": self.factp_cap}  # fmt: skip
+        for name, value in ints.items():
+            if not isinstance(value, int) or value < 1:
+                raise UsageError(
+                    f"--{name.replace('_', '-')} must be a positive integer, got {value!r}."
+                )
 
 
 @dataclass
@@ -136,7 +183,7 @@ def register(method: Method) -> Method:
 
 def get_method(key: str) -> Method:
     if key not in METHODS:
-        raise CltraceError(f"unknown method {key!r}; use one of {', '.join(METHODS)}.")
+        raise UsageError(f"unknown method {key!r}; use one of {', '.join(METHODS)}.")
     return METHODS[key]
 
 

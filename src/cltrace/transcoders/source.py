@@ -93,7 +93,14 @@ def read_yaml(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise CltraceError(f"{str(path)!r} is not valid YAML ({exc}); fix or rewrite it.") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise CltraceError(
+            f"{str(path)!r} is not valid YAML ({problem}{where}); fix or rewrite it."
+        ) from exc
+    except UnicodeDecodeError:
+        raise CltraceError(f"{str(path)!r} is not UTF-8 text; fix or rewrite it.") from None
     if not isinstance(data, dict):
         raise CltraceError(f"{str(path)!r} must hold a YAML mapping of config keys.")
     return data
