@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cltrace.errors import CltraceError
+from cltrace.errors import UsageError
 from cltrace.tasks.docstring import make_docstring_pairs
 from cltrace.tasks.evaluate import TaskScores, evaluate_pairs, last_position_logits
 from cltrace.tasks.ioi import make_ioi_pairs
@@ -44,7 +44,7 @@ TASKS: dict[str, Task] = {
 def get_task(key: str) -> Task:
     """The task registered under ``key``."""
     if key not in TASKS:
-        raise CltraceError(f"unknown task {key!r}; use one of {', '.join(TASKS)}.")
+        raise UsageError(f"unknown task {key!r}; use one of {', '.join(TASKS)}.")
     return TASKS[key]
 
 
