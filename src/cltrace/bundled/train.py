@@ -138,6 +138,9 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def _check_out_dir(out: Path, overwrite: bool) -> None:
+    from cltrace.files import check_out_path
+
+    check_out_path(out, "model directory")  # before training, so no work is lost
     if out.exists() and not out.is_dir():
         raise CltraceError(f"{out} is a file; pass a directory path as --out.")
     if out.is_dir() and any(out.iterdir()) and not overwrite:

@@ -59,3 +59,17 @@ def _root(
 ) -> None:
     """cltrace: attribution graphs, pruning-first interpretation and explanation scoring."""
     state.debug = debug
+
+
+def positive_float(value: float | None, flag: str, allow_zero: bool = False) -> None:
+    """A finite number > 0 (or >= 0) for ``flag``, else a usage error naming it."""
+    import math
+
+    from cltrace.errors import UsageError
+
+    if value is None:
+        return
+    ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise UsageError(f"{flag} must be a finite number {bound}, got {value}.")

@@ -25,6 +25,9 @@ def train_bundled_model(
     import torch
 
     from cltrace.bundled import CorpusConfig, TrainConfig, train_model
+    from cltrace.cli._apps import positive_float
+
+    positive_float(lr, "--lr")
 
     if threads is not None:
         torch.set_num_threads(threads)

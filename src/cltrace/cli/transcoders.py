@@ -27,23 +27,35 @@ def train_clt(
     per_layer: bool = typer.Option(False, "--per-layer", help="Train per-layer transcoders."),
     model: str = typer.Option(None, "--model", help="HF id or local model dir (default: bundled)."),
     out: str = typer.Option(None, "--out", help="Output directory (default ./clt or ./plt)."),
-    steps: int = typer.Option(None, "--steps", help="Optimizer steps."),
+    steps: int = typer.Option(None, "--steps", min=1, help="Optimizer steps."),
     seed: int = typer.Option(0, "--seed", help="Seed of weights and data order."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt."),
-    features: int = typer.Option(None, "--features", help="Features per layer."),
+    features: int = typer.Option(None, "--features", min=1, help="Features per layer."),
     activation: str = typer.Option(None, "--activation", help="jumprelu, relu or topk."),
-    k: int = typer.Option(None, "--k", help="k for --activation topk."),
+    k: int = typer.Option(None, "--k", min=1, help="k for --activation topk."),
     sparsity: float = typer.Option(None, "--sparsity", help="Final tanh-L0 coefficient."),
     corpus: str = typer.Option(
         None, "--corpus", help="Text file (one doc per line) or HF dataset (default: bundled)."
     ),
-    n_docs: int = typer.Option(40_000, "--n-docs", help="Documents to read from the corpus."),
+    n_docs: int = typer.Option(
+        40_000, "--n-docs", min=1, help="Documents to read from the corpus."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train a cross-layer (or per-layer) transcoder on the model's MLP activations."""
+    from cltrace.cli._apps import positive_float
+    from cltrace.errors import UsageError
+    from cltrace.transcoders.activations import ACTIVATIONS
     from cltrace.transcoders.data import load_texts
     from cltrace.transcoders.train import CLTTrainConfig, train_transcoder
 
+    positive_float(sparsity, "--sparsity", allow_zero=True)
+    if activation is not None and activation not in ACTIVATIONS:
+        raise UsageError(
+            f"unknown --activation {activation!r}; use one of {', '.join(ACTIVATIONS)}."
+        )
+    if activation == "topk" and k is None:
+        raise UsageError("--activation topk needs --k (active features per token and layer).")
     cfg = CLTTrainConfig(cross_layer=not per_layer, seed=seed)
     overrides = {
         "steps": steps,
@@ -67,7 +79,7 @@ def eval_transcoder(
     transcoder: str = typer.Option(
         None, "--transcoder", help="Transcoder directory or HF repo id (default: bundled CLT)."
     ),
-    n_tokens: int = typer.Option(20_000, "--n-tokens", help="Held-out tokens to evaluate."),
+    n_tokens: int = typer.Option(20_000, "--n-tokens", min=1, help="Held-out tokens to evaluate."),
     corpus: str = typer.Option(
         None, "--corpus", help="Text file or HF dataset (default: bundled)."
     ),

@@ -195,7 +195,9 @@ def train_transcoder(
     interruption; tests and long jobs use it). ``resume`` continues from ``out/checkpoint.pt``.
     """
     cfg = cfg or CLTTrainConfig()
-    out = Path(out)
+    from cltrace.files import check_out_path
+
+    out = check_out_path(Path(out), "transcoder directory")  # before training: no work lost
     ckpt_path = out / CHECKPOINT
     if resume and not ckpt_path.is_file():
         raise CltraceError(f"Nothing to resume in {str(out)!r}: no {CHECKPOINT}; drop --resume.")
