@@ -63,6 +63,26 @@ def read_json(path: str | os.PathLike, hint: str) -> Any:
         ) from None
 
 
+def read_text_lines(path: str | os.PathLike, what: str = "corpus file") -> list[str]:
+    """The non-empty, stripped lines of a UTF-8 text file (one document per line); a missing,
+    unreadable, binary or empty file is a :class:`CltraceError` naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise CltraceError(
+            f"the {what} {path} is not UTF-8 text; pass a text file with one document per line."
+        ) from None
+    except OSError as exc:
+        raise CltraceError(
+            f"cannot read the {what} {path} ({exc.strerror}); check the path."
+        ) from None
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        raise CltraceError(f"the {what} {path} has no non-empty lines; add one document per line.")
+    return lines
+
+
 def check_out_path(path: str | os.PathLike, what: str = "output directory") -> Path:
     """Fail with one sentence when directory ``path`` could not be created or written, without
     creating anything (so a command can check its output before it does any work)."""

@@ -25,11 +25,9 @@ def load_texts(source: str | None, n_docs: int, seed: int) -> list[str]:
         return bundled_texts(n_docs, seed)
     path = Path(source).expanduser()
     if path.is_file():
-        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-        docs = [ln for ln in lines if ln]
-        if not docs:
-            raise CltraceError(f"Corpus file {source!r} has no non-empty lines; add text to it.")
-        return docs[:n_docs]
+        from cltrace.files import read_text_lines
+
+        return read_text_lines(path)[:n_docs]
     try:
         import datasets
     except ImportError as exc:
