@@ -53,8 +53,8 @@ def _check_inputs(adapter, prompt: str, targets: list[str], allow_unk: bool) -> 
     unknown = adapter.check_prompt(prompt, "--prompt", allow_unk=allow_unk, error=UsageError)
     if unknown:
         warnings.warn(
-            f"--prompt has {describe_words(unknown)} that the tokenizer does not know; they "
-            f"are read as {adapter.tokenizer.unk_token}.",
+            f"--prompt has {describe_words(unknown)} that the tokenizer does not know; unknown "
+            f"words are read as {adapter.tokenizer.unk_token}.",
             stacklevel=2,
         )
     for target in targets:
@@ -109,7 +109,10 @@ def attribute_cmd(
 
     t0 = time.perf_counter()
     if not prompt.strip():
-        raise UsageError("--prompt is empty; pass the text to attribute, e.g. --prompt 'w1 w2'.")
+        raise UsageError(
+            "--prompt is empty; pass the text to attribute, such as --prompt 'The capital of "
+            "France is'."
+        )
     prune_cfg = PruneConfig(node_threshold=node_threshold, edge_threshold=edge_threshold)
     out_dir, slug = _out_paths(out)
     targets = list(target or [])

@@ -61,9 +61,11 @@ def evaluate(
     if task is None and data is None:
         raise CltraceError("tasks eval needs --task (to generate pairs) or --data (a pair file).")
     spec = get_task(task) if task is not None else None
+    # a file that is not pairs at all fails before the model loads
+    pairs = read_pairs(data).pairs if data is not None else None
     adapter = load_model(model)
-    if data is not None:
-        pairs, source = read_pairs(data).pairs, str(data)
+    if pairs is not None:
+        source = str(data)
     else:
         pairs, source = spec.make_pairs(adapter, n, seed=seed), f"generated {spec.key} pairs"
     scores = evaluate_pairs(adapter, pairs, corrupt=corrupt, source=source, allow_unk=allow_unk)

@@ -271,8 +271,8 @@ class ModelAdapter:
         if unknown and not allow_unk:
             raise error(
                 f"{what} has {describe_words(unknown)} that the tokenizer of {self.name} does "
-                f"not know; use words in its vocabulary, or pass --allow-unk to let them be "
-                f"read as {self.tokenizer.unk_token}."
+                f"not know; use words in its vocabulary, or pass --allow-unk to read unknown "
+                f"words as {self.tokenizer.unk_token}."
             )
         self.check_length(len(self.encode(text)), what, error)
         return unknown

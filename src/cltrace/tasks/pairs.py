@@ -248,7 +248,7 @@ def check_pairs(
         unk = getattr(encoder.tokenizer, "unk_token", "<unk>")
         warnings.warn(
             f"{n_with_unknown} pair(s) of {source} hold {describe_words(list(unknown))} that "
-            f"the tokenizer does not know; they are read as {unk}.",
+            f"the tokenizer does not know; unknown words are read as {unk}.",
             stacklevel=2,
         )
 
