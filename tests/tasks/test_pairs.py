@@ -121,6 +121,12 @@ def test_json_that_is_not_pairs_says_what_it_is(tmp_path, content, fragment):
     assert "FORMATS" not in message
 
 
+def test_a_byte_order_mark_is_allowed(tmp_path):
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"prompts": [GOOD.to_json()]}).encode())
+    assert read_pairs(path).pairs == [GOOD]
+
+
 def test_a_directory_is_not_a_pair_file(tmp_path):
     assert "is a directory" in _read_error(tmp_path)
 

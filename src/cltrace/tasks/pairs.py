@@ -161,7 +161,7 @@ def read_pairs(path: str | Path) -> PairSet:
             f"{path} is a directory, not a pair file; pass the path of a JSON or JSONL file."
         )
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # editors on Windows may add a BOM
     except UnicodeDecodeError:
         raise CltraceError(f"{path} is not UTF-8 text; {FORMAT_HINT}.") from None
     except OSError as exc:
