@@ -145,3 +145,20 @@ def test_weights_are_written_at_full_precision(tmp_path):
     back = load_graph_json(write_graph_json(graph_document(graph, "p"), tmp_path))
     weights = {(lk["source"], lk["target"]): lk["weight"] for lk in back.links}
     assert weights[("0_7_0", "1_3_0")] == 1 / 3
+
+
+def test_failed_write_keeps_the_earlier_graph_and_listing(tmp_path, monkeypatch):
+    import cltrace.files
+
+    graph = handmade_graph()
+    write_graph_json(graph_document(graph, "a"), tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def fail(*_a):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cltrace.files.os, "replace", fail)
+    with pytest.raises(OSError):
+        write_graph_json(graph_document(graph, "a", scan="other"), tmp_path)
+    # both files are whole and unchanged, and no temporary file is left beside them
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

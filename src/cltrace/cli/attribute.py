@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +20,48 @@ def _out_paths(out: str) -> tuple[Path, str]:
     if path.suffix == ".json":
         return path.parent, path.stem
     return path, "graph"
+
+
+@contextlib.contextmanager
+def _output_folder(out_dir: Path) -> Iterator[None]:
+    """Create ``out_dir`` up front, so an unwritable --out fails before any work; if the run
+    then fails, remove the folders this made while they are still empty."""
+    from cltrace.files import check_writable_dir
+
+    made = [p for p in (out_dir, *out_dir.parents) if not p.exists()]
+    check_writable_dir(out_dir, "graph folder")
+    try:
+        yield
+    except BaseException:
+        for folder in made:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only succeeds while empty
+        raise
+
+
+def _decoder(adapter):
+    return lambda token: adapter.tokenizer.decode([token])
+
+
+def _check_inputs(adapter, prompt: str, targets: list[str], allow_unk: bool) -> None:
+    """Refuse a prompt or target the model cannot use, as a usage error (exit 2)."""
+    import warnings
+
+    from cltrace.errors import CltraceError, UsageError
+    from cltrace.models.adapter import describe_words
+
+    unknown = adapter.check_prompt(prompt, "--prompt", allow_unk=allow_unk, error=UsageError)
+    if unknown:
+        warnings.warn(
+            f"--prompt has {describe_words(unknown)} that the tokenizer does not know; unknown "
+            f"words are read as {adapter.tokenizer.unk_token}.",
+            stacklevel=2,
+        )
+    for target in targets:
+        try:
+            adapter.single_token_id(target, what="--target")
+        except CltraceError as exc:
+            raise UsageError(str(exc)) from None
 
 
 @app.command("attribute")
@@ -49,8 +93,12 @@ def attribute_cmd(
         ..., "--out", help="Graph file NAME.json (graph-metadata.json goes beside it)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object, not a summary."),
+    allow_unk: bool = typer.Option(
+        False, "--allow-unk", help="Read prompt words the tokenizer does not know as its unk token."
+    ),
 ) -> None:
     """Attribution graph of a prompt: prune it, score it, write the graph JSON."""
+    from cltrace.errors import UsageError
     from cltrace.graph import AttributionConfig, attribute
     from cltrace.graph.export import graph_document, write_graph_json
     from cltrace.graph.influence import graph_scores, path_lengths
@@ -60,22 +108,26 @@ def attribute_cmd(
     from cltrace.transcoders import load_transcoder
 
     t0 = time.perf_counter()
+    if not prompt.strip():
+        raise UsageError(
+            "--prompt is empty; pass the text to attribute, such as --prompt 'The capital of "
+            "France is'."
+        )
     prune_cfg = PruneConfig(node_threshold=node_threshold, edge_threshold=edge_threshold)
     out_dir, slug = _out_paths(out)
-    adapter = load_model(model)
-    tc = load_transcoder(transcoder or BUNDLED_CLT_DIR, model=adapter)
-    cfg = AttributionConfig(max_feature_nodes=max_feature_nodes, batch_size=batch_size)
-    graph = attribute(adapter, tc, prompt, targets=list(target or []) or None, config=cfg)
-    full = graph_scores(graph)
-    result = prune_graph(graph, prune_cfg)
-    pruned = graph_scores(graph, result.node_mask)
-    paths = path_lengths(graph)
-
-    def decode(token: int) -> str:
-        return adapter.tokenizer.decode([token])
-
-    doc = graph_document(graph, slug, result, scan=adapter.name, decode=decode)
-    path = write_graph_json(doc, out_dir)
+    targets = list(target or [])
+    with _output_folder(out_dir):
+        adapter = load_model(model)
+        _check_inputs(adapter, prompt, targets, allow_unk)
+        tc = load_transcoder(transcoder or BUNDLED_CLT_DIR, model=adapter)
+        cfg = AttributionConfig(max_feature_nodes=max_feature_nodes, batch_size=batch_size)
+        graph = attribute(adapter, tc, prompt, targets=targets or None, config=cfg)
+        full = graph_scores(graph)
+        result = prune_graph(graph, prune_cfg)
+        pruned = graph_scores(graph, result.node_mask)
+        paths = path_lengths(graph)
+        doc = graph_document(graph, slug, result, scan=adapter.name, decode=_decoder(adapter))
+        path = write_graph_json(doc, out_dir)
     idx = graph.index
     kept_features = int(result.node_mask[idx.features()].sum())
     report = {

@@ -53,6 +53,9 @@ def pie(
     stages: str = typer.Option(
         "prune,interpret,evaluate", "--stages", help="Which PIE stages to run."
     ),
+    allow_unk: bool = typer.Option(
+        False, "--allow-unk", help="Read words of --data the tokenizer does not know as unk."
+    ),
 ) -> None:
     """Prune first: score every active feature occurrence, keep K, measure retained behaviour."""
     from pathlib import Path
@@ -83,6 +86,7 @@ def pie(
         interpret_budget=100 if 100 in ks else min(ks),
         # stages II/III explain what a chosen method kept: FAP-Synergy when it runs
         interpret_method="fap_synergy" if "fap_synergy" in chosen else chosen[0],
+        allow_unk=allow_unk,
     )  # fmt: skip
     label = Path(data).stem if data else task
     run_dir = Path(out or f"runs/pie-{label}-n{n}-s{seed}")

@@ -10,6 +10,9 @@ from cltrace.cli._apps import tasks_app
 
 TASK_HELP = "Task: ioi or docstring."
 MODEL_HELP = "HF model id or local directory (default: the bundled model)."
+ALLOW_UNK_HELP = (
+    "Read words the tokenizer does not know as its unk token (a warning), not an error."
+)
 
 
 @tasks_app.command("make")
@@ -27,10 +30,12 @@ def make(
     from cltrace.errors import CltraceError
     from cltrace.models import load_model
     from cltrace.tasks import get_task, write_pairs
+    from cltrace.tasks.pairs import check_pairs_out
 
     spec = get_task(task)
     if split not in ("eval", "train", "any"):
         raise CltraceError(f"unknown --split {split!r}; use eval, train or any.")
+    check_pairs_out(out)  # an unwritable --out fails before the model loads
     adapter = load_model(model)
     pairs = spec.make_pairs(adapter, n, seed=seed, split=split)
     write_pairs(out, pairs)
@@ -46,6 +51,7 @@ def evaluate(
     seed: int = typer.Option(0, "--seed", help="Seed of the generated pairs."),
     corrupt: bool = typer.Option(False, "--corrupt", help="Score the corrupt prompts instead."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object, not a table."),
+    allow_unk: bool = typer.Option(False, "--allow-unk", help=ALLOW_UNK_HELP),
 ) -> None:
     """Accuracy and mean logit difference (answer minus wrong answer) at the last position."""
     from cltrace.errors import CltraceError
@@ -55,12 +61,14 @@ def evaluate(
     if task is None and data is None:
         raise CltraceError("tasks eval needs --task (to generate pairs) or --data (a pair file).")
     spec = get_task(task) if task is not None else None
+    # a file that is not pairs at all fails before the model loads
+    pairs = read_pairs(data).pairs if data is not None else None
     adapter = load_model(model)
-    if data is not None:
-        pairs, source = read_pairs(data).pairs, str(data)
+    if pairs is not None:
+        source = str(data)
     else:
         pairs, source = spec.make_pairs(adapter, n, seed=seed), f"generated {spec.key} pairs"
-    scores = evaluate_pairs(adapter, pairs, corrupt=corrupt, source=source)
+    scores = evaluate_pairs(adapter, pairs, corrupt=corrupt, source=source, allow_unk=allow_unk)
     result = {
         "task": spec.key if spec else None,
         "model": adapter.name,

@@ -273,7 +273,7 @@ def _resolve_targets(
         dev = adapter.device
         return LogitTargets(torch.tensor([-1]), direction[None].to(dev), torch.ones(1, device=dev))
     if targets:
-        ids = torch.tensor([adapter.single_token_id(t) for t in targets])
+        ids = torch.tensor([adapter.single_token_id(t, what="target") for t in targets])
         return token_targets(adapter, ids, torch.softmax(last, -1))
     return salient_logits(adapter, last, cfg)
 
@@ -305,6 +305,7 @@ def attribute(
     t0 = time.perf_counter()
     tokens = adapter.to_tokens(prompt) if isinstance(prompt, str) else torch.as_tensor(prompt)
     tokens = tokens.reshape(1, -1).to(adapter.device)
+    adapter.check_length(tokens.shape[1])  # past the context, position embeddings run out
     state = build_replacement(adapter, transcoder, tokens, slice(0, 1) if cfg.zero_bos else None)
     logit_t = _resolve_targets(adapter, state, cfg, targets, direction)
     n_active = len(state.active)

@@ -24,6 +24,7 @@ from typing_extensions import TypedDict
 
 import cltrace
 from cltrace.errors import CltraceError
+from cltrace.files import atomic_write_text
 from cltrace.graph.nodes import Graph, NodeKind
 from cltrace.graph.prune import PruneConfig, PruneResult, prune_graph
 
@@ -231,7 +232,7 @@ def write_graph_json(doc: GraphFile, out_dir: str | Path, title_prefix: str = ""
         raise CltraceError(f"output folder {out} is a file; pass a directory for the graph JSON.")
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{doc.metadata.slug}.json"
-    path.write_text(doc.model_dump_json(indent=1))
+    atomic_write_text(path, doc.model_dump_json(indent=1))
     listing_path = out / "graph-metadata.json"
     listing = read_graph_list(listing_path) if listing_path.exists() else GraphList()
     m = doc.metadata
@@ -240,7 +241,7 @@ def write_graph_json(doc: GraphFile, out_dir: str | Path, title_prefix: str = ""
         title_prefix=title_prefix,
     )  # fmt: skip
     listing.graphs = [g for g in listing.graphs if g.slug != m.slug] + [entry]
-    listing_path.write_text(listing.model_dump_json(indent=1))
+    atomic_write_text(listing_path, listing.model_dump_json(indent=1))
     return path
 
 

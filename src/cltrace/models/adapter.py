@@ -21,6 +21,7 @@ and ``stop_gradient`` are thin conveniences over :meth:`ModelAdapter.hooks`.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -63,6 +64,29 @@ def _with_first(output, new):
     if isinstance(output, tuple):
         return (new, *output[1:])
     return new
+
+
+def describe_words(words: Sequence[str], limit: int = 5) -> str:
+    """``the word 'x'`` / ``the words 'x', 'y' and 3 more``, for messages."""
+    shown = ", ".join(repr(w) for w in words[:limit])
+    more = f" and {len(words) - limit} more" if len(words) > limit else ""
+    return f"the word{'s' if len(words) > 1 else ''} {shown}{more}"
+
+
+def _unk_runs(
+    text: str, ids: Sequence[int], spans: Sequence[tuple[int, int]], unk: int
+) -> list[str]:
+    """The text of each run of touching unk tokens: "Jöhn" split into unknown pieces "J", "ö",
+    "hn" is one word to the user."""
+    runs: list[list[int]] = []
+    prev_end = None
+    for tid, (a, b) in zip(ids, spans, strict=True):
+        if tid == unk and runs and prev_end == a and not text[a:b][:1].isspace():
+            runs[-1][1] = b
+        elif tid == unk:
+            runs.append([a, b])
+        prev_end = b if tid == unk else None
+    return [text[a:b].strip() for a, b in runs]
 
 
 class ModelAdapter:
@@ -152,15 +176,106 @@ class ModelAdapter:
             )
         return torch.tensor(rows, dtype=torch.long, device=self.device)
 
-    def single_token_id(self, text: str) -> int:
-        """The id of a text that must be exactly one token (e.g. an answer such as " Mary")."""
+    def single_token_id(self, text: str, what: str = "answer") -> int:
+        """The id of a text that must be exactly one known token (e.g. an answer " Mary").
+
+        ``what`` names the text in the error (``"answer"``, ``"--target"``)."""
         ids = self.encode(text, prepend_bos=False)
         if len(ids) != 1:
             raise CltraceError(
-                f"answer {text!r} is {len(ids)} tokens for {self.name}; "
-                "use an answer that is a single token."
+                f"{what} {text!r} is {len(ids)} tokens for {self.name}; use a single token "
+                "(usually a word with a leading space)."
+            )
+        if ids[0] == self.unk_token_id:
+            raise CltraceError(
+                f"{what} {text!r} is not in the vocabulary of {self.name} (it would be read as "
+                f"{self.tokenizer.unk_token}); use a word the tokenizer knows."
             )
         return ids[0]
+
+    # ------------------------------------------------------------------ checking user text
+    @property
+    def unk_token_id(self) -> int | None:
+        """The id the tokenizer gives text it does not know, or None when nothing is unknown.
+
+        Byte-level tokenizers (GPT-2's) name their end-of-text token as the unk token but can
+        spell any text, so an unk id equal to BOS or EOS counts as none."""
+        tok = self.tokenizer
+        unk = getattr(tok, "unk_token_id", None)
+        if unk is None or unk in (tok.bos_token_id, tok.eos_token_id):
+            return None
+        return int(unk)
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The distinct pieces of ``text`` the tokenizer reads as its unk token, in order."""
+        unk = self.unk_token_id
+        if unk is None:
+            return []
+        ids = self.encode(text, prepend_bos=False)
+        if unk not in ids:
+            return []
+        spans = self._offsets(text, len(ids))
+        words = (
+            self._unknown_by_word(text, unk) if spans is None else _unk_runs(text, ids, spans, unk)
+        )
+        return list(dict.fromkeys(w for w in words if w)) or [self.tokenizer.unk_token]
+
+    def _offsets(self, text: str, n_ids: int) -> list[tuple[int, int]] | None:
+        """Each token's character span, or None when the tokenizer cannot give them."""
+        try:
+            enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        except (NotImplementedError, TypeError, ValueError):  # slow tokenizers have no offsets
+            return None
+        spans = [tuple(s) for s in enc["offset_mapping"]]
+        return spans if len(spans) == n_ids and all(b > a for a, b in spans) else None
+
+    def _unknown_by_word(self, text: str, unk: int) -> list[str]:
+        # re-encode each word with the space before it: many vocabularies hold " word", not
+        # "word", so a word alone may tokenize differently from the same word in the prompt
+        chunks = re.findall(r"\s*\S+", text)
+        return [c.strip() for c in chunks if unk in self.encode(c, prepend_bos=False)]
+
+    @property
+    def n_ctx(self) -> int | None:
+        """The longest sequence the model takes (its position count), or None if unstated."""
+        cfg = self.hf_model.config
+        for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+            value = getattr(cfg, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    def check_length(
+        self, n_tokens: int, what: str = "the prompt", error: type[CltraceError] = CltraceError
+    ) -> None:
+        """Raise ``error`` when ``n_tokens`` (BOS included) do not fit the model's context."""
+        if self.n_ctx is not None and n_tokens > self.n_ctx:
+            raise error(
+                f"{what} is {n_tokens} tokens with BOS but the context of {self.name} is "
+                f"{self.n_ctx} tokens; shorten it."
+            )
+
+    def check_prompt(
+        self,
+        text: str,
+        what: str = "the prompt",
+        allow_unk: bool = False,
+        error: type[CltraceError] = CltraceError,
+    ) -> list[str]:
+        """Check user text before it is run: not empty, every word known (unless
+        ``allow_unk``), not longer than the context. Returns the unknown words (allowed ones),
+        so the caller can warn about them once. ``what`` names the text in the message."""
+        if not text.strip():
+            raise error(f"{what} is empty; give it some text.")
+        unknown = self.unknown_words(text)
+        if unknown and not allow_unk:
+            raise error(
+                f"{what} has {describe_words(unknown)} that the tokenizer of {self.name} does "
+                f"not know; use words in its vocabulary, or pass --allow-unk to read unknown "
+                f"words as {self.tokenizer.unk_token}."
+            )
+        self.check_length(len(self.encode(text)), what, error)
+        return unknown
 
     def to_str_tokens(self, ids: Iterable[int] | Tensor) -> list[str]:
         if isinstance(ids, Tensor):

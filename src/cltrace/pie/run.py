@@ -78,6 +78,8 @@ class PieConfig:
     """Budget whose kept features stages II and III explain."""
     n_boot: int = 1000
     """Bootstrap resamples for confidence intervals."""
+    allow_unk: bool = False
+    """Read words of ``data`` the tokenizer does not know as its unk token (with a warning)."""
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -133,7 +135,7 @@ def _load_pairs(cfg: PieConfig, adapter):
 
     if cfg.data:
         pairs = read_pairs(cfg.data).pairs
-        check_pairs(pairs, adapter, cfg.data)
+        check_pairs(pairs, adapter, cfg.data, allow_unk=cfg.allow_unk)
         return pairs
     return get_task(cfg.task).make_pairs(adapter, cfg.n, seed=cfg.seed)
 

@@ -60,9 +60,13 @@ def evaluate_pairs(
     corrupt: bool = False,
     source: str = "<pairs>",
     batch_size: int = 64,
+    allow_unk: bool = False,
 ) -> TaskScores:
-    """Accuracy and logit difference on the clean prompts (or the corrupt ones)."""
-    check_pairs(pairs, adapter, source)
+    """Accuracy and logit difference on the clean prompts (or the corrupt ones).
+
+    ``allow_unk``: score prompts with words the tokenizer does not know (read as its unk
+    token, with one warning) instead of refusing them."""
+    check_pairs(pairs, adapter, source, allow_unk=allow_unk)
     prompts = [p.corrupt if corrupt else p.clean for p in pairs]
     logits = last_position_logits(adapter, prompts, batch_size)
     diffs, correct = [], []

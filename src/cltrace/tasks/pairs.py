@@ -1,28 +1,40 @@
-"""Prompt pairs and their file format (FORMATS.md section 3).
+"""Prompt pairs and their file format (docs/PAIR_FILES.md).
 
 A file is either one JSON object ``{"prompts": [pair, ...], "seq_labels": ..., "word_idxs": ...}``
 or JSONL with one pair per line. A pair is ``{"clean", "corrupt", "answers", "wrong_answers"}``.
-Reading checks the shape; :func:`check_pairs` checks the pairs against a tokenizer (equal clean
-and corrupt lengths, single-token answers). Every problem is a :class:`CltraceError` naming the
-file, the pair index and the fix.
+Reading checks the shape; :func:`check_pairs` checks the pairs against a tokenizer (no empty
+prompts, no words the tokenizer does not know unless allowed, prompts that fit the model's
+context, equal clean and corrupt lengths, single known-token answers). Every problem is a
+:class:`CltraceError` naming the file, the pair index and the fix.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from cltrace.errors import CltraceError
+from cltrace.files import atomic_write_text, check_writable_dir
 
 REQUIRED_FIELDS = ("clean", "corrupt", "answers", "wrong_answers")
+FORMAT_DOC = "docs/PAIR_FILES.md"
+"""Where the pair-file format is described (named in error messages)."""
+FORMAT_HINT = f"write pairs as JSON or JSONL (see {FORMAT_DOC})"
 
 
 class Encoder(Protocol):
     """What pair checking needs from a model adapter (``cltrace.models.ModelAdapter`` fits)."""
 
+    tokenizer: Any
+
     def encode(self, text: str, prepend_bos: bool = True) -> list[int]: ...
+
+    def single_token_id(self, text: str, what: str = "answer") -> int: ...
+
+    def check_prompt(self, text: str, what: str = ..., allow_unk: bool = False) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -91,21 +103,34 @@ def parse_pairs(text: str, source: str = "<string>") -> PairSet:
     """Parse JSON (``{"prompts": [...]}``) or JSONL text into a :class:`PairSet`."""
     stripped = text.strip()
     if not stripped:
-        raise CltraceError(f"{source} is empty; write pairs as JSON or JSONL (FORMATS.md 3).")
+        raise CltraceError(f"{source} is empty; {FORMAT_HINT}.")
     try:
         whole = json.loads(stripped)
     except json.JSONDecodeError:
-        whole = None
-    if isinstance(whole, dict) and "prompts" in whole:
+        return PairSet(_parse_jsonl(stripped, source))  # several lines, or not JSON at all
+    if isinstance(whole, list):
+        return PairSet([_pair_from_json(p, i, source) for i, p in enumerate(whole)])
+    if not isinstance(whole, dict):
+        raise CltraceError(
+            f"{source} holds a JSON {_json_kind(whole)}, not prompt pairs; {FORMAT_HINT}."
+        )
+    if "prompts" in whole:
         if not isinstance(whole["prompts"], list):
             raise CltraceError(f'{source}: "prompts" is not a list; make it a list of pairs.')
         pairs = [_pair_from_json(p, i, source) for i, p in enumerate(whole["prompts"])]
         extra = {k: v for k, v in whole.items() if k != "prompts"}
         return PairSet(pairs, extra)
-    if isinstance(whole, list):
-        return PairSet([_pair_from_json(p, i, source) for i, p in enumerate(whole)])
+    if any(k in whole for k in REQUIRED_FIELDS):  # a file of one pair (one JSONL line)
+        return PairSet([_pair_from_json(whole, 0, source)])
+    raise CltraceError(
+        f'{source} is a JSON object without a "prompts" list; put the pairs under "prompts" '
+        f"or write one pair per line (see {FORMAT_DOC})."
+    )
+
+
+def _parse_jsonl(text: str, source: str) -> list[PromptPair]:
     pairs = []
-    lines = [ln for ln in stripped.splitlines() if ln.strip()]
+    lines = [ln for ln in text.splitlines() if ln.strip()]
     for i, line in enumerate(lines):
         try:
             obj = json.loads(line)
@@ -115,14 +140,30 @@ def parse_pairs(text: str, source: str = "<string>") -> PairSet:
                 'JSON object per line or one {"prompts": [...]} object for the whole file.'
             ) from None
         pairs.append(_pair_from_json(obj, i, source))
-    return PairSet(pairs)
+    return pairs
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "null"
 
 
 def read_pairs(path: str | Path) -> PairSet:
     """Read a pair file (JSON or JSONL, detected from the content, not the suffix)."""
     path = Path(path)
+    if path.is_dir():
+        raise CltraceError(
+            f"{path} is a directory, not a pair file; pass the path of a JSON or JSONL file."
+        )
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # editors on Windows may add a BOM
+    except UnicodeDecodeError:
+        raise CltraceError(f"{path} is not UTF-8 text; {FORMAT_HINT}.") from None
     except OSError as exc:
         raise CltraceError(
             f"cannot read the pair file {path} ({exc.strerror}); check the path."
@@ -130,55 +171,86 @@ def read_pairs(path: str | Path) -> PairSet:
     return parse_pairs(text, str(path))
 
 
-def write_pairs(path: str | Path, pairs: PairSet | list[PromptPair]) -> Path:
-    """Write pairs; a ``.jsonl`` suffix gives one pair per line, anything else one JSON object."""
+def check_pairs_out(path: str | Path) -> Path:
+    """Fail with one sentence, before any work, when ``path`` cannot take a pair file."""
     path = Path(path)
+    if path.is_dir():
+        raise CltraceError(
+            f"{path} is a directory; pass a file name for the pairs, such as {path / 'pairs.json'}."
+        )
+    check_writable_dir(path.parent, "folder for the pair file")
+    return path
+
+
+def write_pairs(path: str | Path, pairs: PairSet | list[PromptPair]) -> Path:
+    """Write pairs; a ``.jsonl`` suffix gives one pair per line, anything else one JSON object.
+
+    The file is replaced in one step: an earlier file survives a failed write intact."""
+    path = check_pairs_out(path)
     pair_set = pairs if isinstance(pairs, PairSet) else PairSet(list(pairs))
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".jsonl":
         text = "".join(json.dumps(p.to_json()) + "\n" for p in pair_set.pairs)
     else:
         obj = {"prompts": [p.to_json() for p in pair_set.pairs], **pair_set.extra}
         text = json.dumps(obj, indent=1) + "\n"
-    path.write_text(text, encoding="utf-8")
-    return path
+    return atomic_write_text(path, text)
 
 
-def pair_problem(pair: PromptPair, encoder: Encoder) -> str | None:
-    """Why ``pair`` is unusable with this tokenizer, or None when it is fine."""
+def check_pair(
+    pair: PromptPair, encoder: Encoder, where: str = "the pair", allow_unk: bool = False
+) -> list[str]:
+    """Raise a :class:`CltraceError` (its message starts with ``where``) when the tokenizer
+    cannot use ``pair``; returns the unknown words it let through (only with ``allow_unk``)."""
+    unknown = []
+    for key in ("clean", "corrupt"):
+        text = getattr(pair, key)
+        unknown += encoder.check_prompt(text, f"{where}'s {key} prompt", allow_unk=allow_unk)
     n_clean = len(encoder.encode(pair.clean, prepend_bos=True))
     n_corrupt = len(encoder.encode(pair.corrupt, prepend_bos=True))
     if n_clean != n_corrupt:
-        return (
-            f"has clean and corrupt prompts of different token lengths ({n_clean} vs "
-            f"{n_corrupt}); edit the corrupt prompt so both tokenize to the same length"
+        raise CltraceError(
+            f"{where} has clean and corrupt prompts of different token lengths ({n_clean} vs "
+            f"{n_corrupt}); edit the corrupt prompt so both tokenize to the same length."
         )
-    unk = getattr(getattr(encoder, "tokenizer", None), "unk_token_id", None)
     for key in ("answers", "wrong_answers"):
         for answer in getattr(pair, key):
-            ids = encoder.encode(answer, prepend_bos=False)
-            n = len(ids)
-            if n == 1 and unk is not None and ids[0] == unk:
-                return (
-                    f"has the {key[:-1].replace('_', ' ')} {answer!r} that is not in the "
-                    "model's vocabulary; use a word the tokenizer knows"
-                )
-            if n != 1:
-                return (
-                    f"has the {key[:-1].replace('_', ' ')} {answer!r} that is {n} tokens, not "
-                    "one; use a string that is a single token (usually with a leading space)"
-                )
+            encoder.single_token_id(answer, what=f"{where}'s {key[:-1].replace('_', ' ')}")
+    return unknown
+
+
+def pair_problem(pair: PromptPair, encoder: Encoder) -> str | None:
+    """Why ``pair`` is unusable with this tokenizer (one sentence), or None when it is fine."""
+    try:
+        check_pair(pair, encoder)
+    except CltraceError as exc:
+        return str(exc)
     return None
 
 
-def check_pairs(pairs: list[PromptPair], encoder: Encoder, source: str = "<pairs>") -> None:
-    """Raise a :class:`CltraceError` for the first pair the tokenizer cannot use."""
+def check_pairs(
+    pairs: list[PromptPair], encoder: Encoder, source: str = "<pairs>", allow_unk: bool = False
+) -> None:
+    """Raise a :class:`CltraceError` for the first pair the tokenizer cannot use.
+
+    With ``allow_unk`` words the tokenizer does not know are read as its unk token, and one
+    warning lists them for the whole file."""
     if not pairs:
         raise CltraceError(f"{source} holds no prompt pairs; add at least one pair.")
+    unknown: dict[str, None] = {}
+    n_with_unknown = 0
     for i, pair in enumerate(pairs):
-        problem = pair_problem(pair, encoder)
-        if problem is not None:
-            raise CltraceError(f"{source}: pair {i} {problem}.")
+        words = check_pair(pair, encoder, f"{source}: pair {i}", allow_unk)
+        n_with_unknown += bool(words)
+        unknown.update(dict.fromkeys(words))
+    if unknown:
+        from cltrace.models.adapter import describe_words
+
+        unk = getattr(encoder.tokenizer, "unk_token", "<unk>")
+        warnings.warn(
+            f"{n_with_unknown} pair(s) of {source} hold {describe_words(list(unknown))} that "
+            f"the tokenizer does not know; unknown words are read as {unk}.",
+            stacklevel=2,
+        )
 
 
 def require_count(task: str, pairs: list[PromptPair], n: int) -> None:
