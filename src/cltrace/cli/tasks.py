@@ -27,14 +27,14 @@ def make(
     ),
 ) -> None:
     """Generate clean/corrupt prompt pairs for a task and write them to a file."""
-    from cltrace.errors import CltraceError
+    from cltrace.errors import UsageError
     from cltrace.models import load_model
     from cltrace.tasks import get_task, write_pairs
     from cltrace.tasks.pairs import check_pairs_out
 
     spec = get_task(task)
     if split not in ("eval", "train", "any"):
-        raise CltraceError(f"unknown --split {split!r}; use eval, train or any.")
+        raise UsageError(f"unknown --split {split!r}; use eval, train or any.")
     check_pairs_out(out)  # an unwritable --out fails before the model loads
     adapter = load_model(model)
     pairs = spec.make_pairs(adapter, n, seed=seed, split=split)
@@ -54,12 +54,12 @@ def evaluate(
     allow_unk: bool = typer.Option(False, "--allow-unk", help=ALLOW_UNK_HELP),
 ) -> None:
     """Accuracy and mean logit difference (answer minus wrong answer) at the last position."""
-    from cltrace.errors import CltraceError
+    from cltrace.errors import UsageError
     from cltrace.models import load_model
     from cltrace.tasks import evaluate_pairs, get_task, read_pairs
 
     if task is None and data is None:
-        raise CltraceError("tasks eval needs --task (to generate pairs) or --data (a pair file).")
+        raise UsageError("tasks eval needs --task (to generate pairs) or --data (a pair file).")
     spec = get_task(task) if task is not None else None
     # a file that is not pairs at all fails before the model loads
     pairs = read_pairs(data).pairs if data is not None else None

@@ -84,6 +84,11 @@ def check_same_run(out: Path, saved: dict, wanted: dict) -> None:
     """Refuse to resume ``out`` when its saved config differs from the wanted one."""
     if saved == wanted:
         return
+    if "inputs" not in saved:
+        raise CltraceError(
+            f"run directory {out} was made by an older cltrace that did not record its inputs, "
+            "so resuming it could mix results; pass a new --out."
+        )
     diff = _differences(saved, wanted)
     inputs = [d for d in diff if d.startswith("inputs.")]
     if any(d.startswith("inputs.data_sha256") for d in inputs):
