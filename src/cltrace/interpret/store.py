@@ -33,6 +33,10 @@ from cltrace.models.adapter import ModelAdapter
 from cltrace.transcoders import CrossLayerTranscoder
 
 
+class StaleStoreError(CltraceError):
+    """The store directory holds a store built for other features or options."""
+
+
 @dataclass
 class StoreConfig:
     """Options of the activation store (saved in ``meta.json``)."""
@@ -216,7 +220,7 @@ def build_store(
         meta_path.unlink()
     if meta_path.exists():
         if json.loads(meta_path.read_text()) != meta:
-            raise CltraceError(
+            raise StaleStoreError(
                 f"activation store {out} was built for other features or options; delete it or "
                 "choose another directory."
             )

@@ -8,6 +8,7 @@ import math
 from html import escape
 from pathlib import Path
 
+from cltrace.files import atomic_write_text
 from cltrace.report.svg import Series, line_chart
 
 CSS = """
@@ -124,6 +125,4 @@ occurrence removed {_fmt(results["null_logit_diff"])} (KL {_fmt(results["null_kl
 {req_html}
 {feature_table_html(run) if (run / "kept_features.json").exists() else ""}
 </body></html>"""
-    path = run / "report.html"
-    path.write_text(html)
-    return path
+    return atomic_write_text(run / "report.html", html)
