@@ -8,7 +8,7 @@ import time
 import pytest
 
 from cltrace.errors import UsageError
-from cltrace.llm import ChatClient, EndpointDown, LLMFailure, redact
+from cltrace.llm import ChatClient, EndpointDown, LLMFailure, probe, redact, resolve_endpoint
 from cltrace.llm.redact import REDACTED
 from cltrace.llm.testing import Delay, EchoAuth, FakeChatServer, NoChoices, RawBody, Reply, Status
 
@@ -116,7 +116,9 @@ def test_many_requests_keep_order_under_concurrency(server):
 # ------------------------------------------------------------------ no implicit endpoint
 @pytest.fixture
 def no_env(monkeypatch):
-    for name in ("CLTRACE_LLM_BASE_URL", "CLTRACE_LLM_MODEL"):
+    """No endpoint or model in the environment, and no proxy (the probe would defer to it)."""
+    for name in ("CLTRACE_LLM_BASE_URL", "CLTRACE_LLM_MODEL", "http_proxy", "HTTP_PROXY",
+                 "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
 
 
@@ -260,3 +262,26 @@ def test_credential_echoes_are_redacted_without_knowing_the_key(text):
 def test_redaction_leaves_ordinary_replies_alone():
     assert redact("Bearer tokens and keys", ["sk-zz"], echoes=False) == "Bearer tokens and keys"
     assert redact("ab ab", ["ab"]) == "ab ab"  # too short to be a key
+
+
+# ------------------------------------------------------------------ probe before the work
+def test_probe_reports_a_closed_port_without_sending_anything(no_env):
+    url = _closed_port_url()
+    with pytest.raises(EndpointDown, match="refused the connection; check that the server"):
+        probe(resolve_endpoint(url, "m"))
+
+
+def test_probe_passes_a_listening_server_and_sends_no_request(server):
+    probe(resolve_endpoint(server.base_url, "m"))
+    assert not server.requests
+
+
+def test_probe_reports_an_unknown_host(no_env):
+    with pytest.raises(EndpointDown, match="could not be reached"):
+        probe(resolve_endpoint("http://no-such-host.invalid:8000/v1", "m"))
+
+
+def test_probe_leaves_proxied_endpoints_to_the_proxy(no_env, monkeypatch):
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:3128")
+    monkeypatch.setenv("no_proxy", "")
+    probe(resolve_endpoint(_closed_port_url(), "m"))  # no error: only the proxy can tell

@@ -196,6 +196,10 @@ def interpret_run(
     spec = get_explainer(cfg.explainer)
     endpoint = _llm_endpoint(spec, cfg)
     require_run_dir(run_dir)
+    if endpoint is not None:
+        from cltrace.llm import probe
+
+        probe(endpoint)
     with RunLock(run_dir):
         features = read_kept_features(run_dir, cfg.max_features)
         adapter, tc, run_cfg = load_run_models(run_dir)

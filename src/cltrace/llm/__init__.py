@@ -14,7 +14,7 @@ from cltrace.llm.client import (
     Message,
     parse_reply,
 )
-from cltrace.llm.endpoint import Endpoint, resolve_endpoint
+from cltrace.llm.endpoint import Endpoint, probe, resolve_endpoint
 from cltrace.llm.redact import redact
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "LLMFailure",
     "Message",
     "parse_reply",
+    "probe",
     "redact",
     "resolve_endpoint",
 ]

@@ -27,9 +27,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cltrace.errors import CltraceError
 from cltrace.llm.cache import ResponseCache, cache_key
-from cltrace.llm.endpoint import ENV_KEYS, display_url, resolve_endpoint, url_password
+from cltrace.llm.endpoint import (
+    ENV_KEYS,
+    EndpointDown,
+    display_url,
+    resolve_endpoint,
+    url_password,
+)
 from cltrace.llm.redact import redact
 
 BREAKER_STATUSES = frozenset({401, 403, 404})
@@ -68,10 +73,6 @@ class LLMError(Exception):
     def __init__(self, failure: LLMFailure):
         super().__init__(str(failure))
         self.failure = failure
-
-
-class EndpointDown(CltraceError):
-    """The endpoint failed too many requests in a row; the stage stops (the CLI exits 1)."""
 
 
 class _Retryable(Exception):

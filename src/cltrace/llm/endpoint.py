@@ -9,15 +9,22 @@ There is no implicit endpoint: a run that should talk to an LLM names the server
 from __future__ import annotations
 
 import os
+import socket
 import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 
-from cltrace.errors import UsageError
+from cltrace.errors import CltraceError, UsageError
 
 ENV_BASE_URL = "CLTRACE_LLM_BASE_URL"
 ENV_MODEL = "CLTRACE_LLM_MODEL"
 ENV_KEYS = ("CLTRACE_LLM_API_KEY", "OPENAI_API_KEY")
 EXAMPLE_URL = "http://127.0.0.1:8000/v1"
+
+
+class EndpointDown(CltraceError):
+    """The endpoint cannot be used (nothing listens, or it failed too many requests in a row);
+    the stage stops (the CLI exits 1)."""
 
 
 @dataclass(frozen=True)
@@ -85,3 +92,28 @@ def _check_url(url: str, source: str) -> None:
             f"{source} {shown!r} is not an http:// or https:// URL with a host; pass the "
             f"server's address, e.g. {EXAMPLE_URL}."
         )
+
+
+def probe(endpoint: Endpoint, timeout: float = 5.0) -> None:
+    """Raise :class:`EndpointDown` at once if nothing accepts a TCP connection at the endpoint's
+    host and port (no request is sent), so a dead endpoint is reported before minutes of model
+    loading and corpus scanning rather than after. Skipped when a proxy would carry the requests:
+    only the proxy can reach the server then."""
+    parts = urllib.parse.urlsplit(endpoint.base_url)
+    host = parts.hostname or ""
+    if urllib.request.getproxies().get(parts.scheme) and not urllib.request.proxy_bypass(host):
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    where = f"the LLM endpoint {endpoint.display_url}"
+    fix = f"check that the server is running and --base-url (or {ENV_BASE_URL})."
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except ConnectionRefusedError:
+        raise EndpointDown(f"{where} refused the connection; {fix}") from None
+    except TimeoutError:
+        raise EndpointDown(
+            f"{where} did not accept a connection within {timeout:g} s; {fix}"
+        ) from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise EndpointDown(f"{where} could not be reached ({reason}); {fix}") from None

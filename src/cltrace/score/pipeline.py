@@ -132,6 +132,10 @@ def evaluate_run(
         endpoint = resolve_endpoint(base_url, model, user="the llm rater")
         base_url, model = endpoint.base_url, endpoint.model
     require_run_dir(run)
+    if endpoint is not None:
+        from cltrace.llm import probe
+
+        probe(endpoint)
     with RunLock(run):
         descs = read_descriptions(
             run / "descriptions.json", f"run stage II first (cltrace interpret --run {run})."
