@@ -139,10 +139,10 @@ def test_bad_url_is_a_usage_error(no_env, url):
         ChatClient(base_url=url, model="m")
 
 
-def test_password_in_url_is_hidden_from_repr_and_redacted(no_env):
-    c = ChatClient(base_url="http://user:hunter22@127.0.0.1:9/v1", model="m")
-    assert "hunter22" not in repr(c) and "hunter22" not in c.display_url
-    assert c.redact("echo hunter22") == f"echo {REDACTED}"
+def test_credentials_in_the_url_are_refused_without_being_echoed(no_env):
+    with pytest.raises(UsageError, match="holds a user name or password") as info:
+        ChatClient(base_url="http://user:hunter22@127.0.0.1:9/v1", model="m")
+    assert "hunter22" not in str(info.value) and "CLTRACE_LLM_API_KEY" in str(info.value)
 
 
 # ------------------------------------------------------------------ circuit breaker

@@ -33,7 +33,6 @@ from cltrace.llm.endpoint import (
     EndpointDown,
     display_url,
     resolve_endpoint,
-    url_password,
 )
 from cltrace.llm.redact import redact
 
@@ -168,7 +167,7 @@ class ChatClient:
         self.cache = ResponseCache(cache_dir) if cache_dir is not None else None
         # Held in memory only; see the module docstring.
         self.__key = next((os.environ[k] for k in ENV_KEYS if os.environ.get(k)), None)
-        self.__secrets = tuple(s for s in (self.__key, url_password(self.base_url)) if s)
+        self.__secrets = (self.__key,) if self.__key else ()
         self.n_calls = 0
         self.n_requests = 0
         self.n_cache_hits = 0

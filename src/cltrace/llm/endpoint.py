@@ -50,14 +50,6 @@ def display_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-def url_password(url: str) -> str | None:
-    """The password in ``url`` (``http://user:pw@host``), which is a secret like the key."""
-    try:
-        return urllib.parse.urlsplit(url).password
-    except ValueError:
-        return None
-
-
 def resolve_endpoint(
     base_url: str | None = None, model: str | None = None, user: str = "the LLM client"
 ) -> Endpoint:
@@ -91,6 +83,12 @@ def _check_url(url: str, source: str) -> None:
         raise UsageError(
             f"{source} {shown!r} is not an http:// or https:// URL with a host; pass the "
             f"server's address, e.g. {EXAMPLE_URL}."
+        )
+    if parts.username is not None or parts.password is not None:
+        # urllib cannot send URL credentials, and a URL is printed and saved: keep keys out
+        raise UsageError(
+            f"{source} {display_url(url)!r} holds a user name or password; pass the URL without "
+            f"it and put the key in {ENV_KEYS[0]}."
         )
 
 
