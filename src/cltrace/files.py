@@ -130,7 +130,7 @@ class RunLock:
             os.close(fd)
             raise RunInUseError(
                 f"run directory {self.run_dir} is in use by another cltrace process ({holder}); "
-                "wait for it to finish, or pass another --out."
+                "wait for it to finish, or use another run directory."
             ) from None
         info = {
             "pid": os.getpid(),

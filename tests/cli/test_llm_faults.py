@@ -309,7 +309,8 @@ def test_corrupt_descriptions_is_one_line(cli, run, corpus):
     (run / "descriptions.json").write_text("{oops")
     before = snapshot(run)
     done = cli("evaluate", "--run", run, "--corpus", corpus)
-    expect_error(done, 1, "descriptions.json is not valid JSON", "cltrace interpret")
+    expect_error(done, 1, "descriptions.json is not valid JSON", "run stage II to write it",
+                 f"cltrace interpret --run {run}")  # fmt: skip
     assert_intact(run, before)
 
 

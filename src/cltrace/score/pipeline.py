@@ -138,7 +138,7 @@ def evaluate_run(
         probe(endpoint)
     with RunLock(run):
         descs = read_descriptions(
-            run / "descriptions.json", f"run stage II first (cltrace interpret --run {run})."
+            run / "descriptions.json", f"run stage II to write it (cltrace interpret --run {run})."
         )
         kept_feats = read_kept_features(run)
         if adapter is None or transcoder is None:
