@@ -118,6 +118,18 @@ def check_writable_dir(path: str | os.PathLike, what: str = "output directory") 
     return path
 
 
+def require_run_dir(path: str | os.PathLike) -> Path:
+    """``path`` as a Path if it is a directory; else one sentence. Stages II and III check this
+    before taking the :class:`RunLock`, which would otherwise create the directory, since a
+    mistyped run directory is the user's mistake, not one to paper over."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CltraceError(f"run directory {path} is a file; pass the --out of cltrace pie.")
+    if not path.is_dir():
+        raise CltraceError(f"run directory {path} does not exist; pass the --out of cltrace pie.")
+    return path
+
+
 class RunLock:
     """An exclusive lock on a run directory, held while a command works in it.
 
@@ -151,7 +163,7 @@ class RunLock:
             os.close(fd)
             raise RunInUseError(
                 f"run directory {self.run_dir} is in use by another cltrace process ({holder}); "
-                "wait for it to finish, or pass another --out."
+                "wait for it to finish, or use another run directory."
             ) from None
         info = {
             "pid": os.getpid(),

@@ -131,3 +131,61 @@ def test_cli_interpret(run_dir, tmp_path, monkeypatch):
     assert len(json.loads((run / "descriptions.json").read_text())) == 2
     res = CliRunner().invoke(app, ["interpret", "--run", str(run), "--explainer", "nope"])
     assert res.exit_code != 0
+
+
+def test_failed_llm_run_keeps_the_earlier_stage_two_output(run_dir, tmp_path):
+    import shutil
+
+    from cltrace.llm import EndpointDown
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir / "run", run)
+    interpret_run(run, config=_cfg(run_dir, compare_random=False))
+    names = ["descriptions.json", "interpret_config.json", "interpret_cost.json",
+             "report.html", "activations/meta.json", "activations/store.json"]  # fmt: skip
+    before = {n: (run / n).read_bytes() for n in names}
+    # other store options (fewer documents) and an endpoint that refuses every request
+    cfg = _cfg(run_dir, compare_random=False)
+    cfg.store.n_docs = 30
+    with FakeChatServer(default=Status(401, "no")) as server:
+        cfg.base_url, cfg.llm_model = server.base_url, "fake"
+        with pytest.raises(EndpointDown, match="rejected the API key"):
+            interpret_run(run, explainer="llm", config=cfg)
+    assert {n: (run / n).read_bytes() for n in names} == before
+    # the store for the new options waits beside the old one, and takes its place on success
+    assert json.loads((run / "activations.next" / "meta.json").read_text())["n_docs"] == 30
+    cfg.explainer = "weightlens"
+    interpret_run(run, config=cfg)
+    assert not (run / "activations.next").exists()
+    assert json.loads((run / "activations" / "meta.json").read_text())["n_docs"] == 30
+    assert json.loads((run / "interpret_config.json").read_text())["store"]["n_docs"] == 30
+
+
+def test_llm_explainer_without_an_endpoint_fails_before_writing(run_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from cltrace.errors import UsageError
+
+    for name in ("CLTRACE_LLM_BASE_URL", "CLTRACE_LLM_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    run = tmp_path / "run"
+    shutil.copytree(run_dir / "run", run)
+    files = sorted(p.name for p in run.iterdir())
+    with pytest.raises(UsageError, match="the llm explainer needs an endpoint"):
+        interpret_run(run, explainer="llm", config=_cfg(run_dir))
+    assert sorted(p.name for p in run.iterdir()) == files
+
+
+def test_saved_config_names_the_endpoint_and_model_used(run_dir, tmp_path, monkeypatch):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir / "run", run)
+    with FakeChatServer(default=Reply("[EXPLANATION]: w")) as server:
+        url = server.base_url
+        # from the environment: the saved config records what was actually used
+        monkeypatch.setenv("CLTRACE_LLM_BASE_URL", url + "/")
+        monkeypatch.setenv("CLTRACE_LLM_MODEL", "env-model")
+        interpret_run(run, explainer="llm", config=_cfg(run_dir, compare_random=False))
+    saved = json.loads((run / "interpret_config.json").read_text())
+    assert saved["base_url"] == url and saved["llm_model"] == "env-model"

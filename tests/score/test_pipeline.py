@@ -185,3 +185,83 @@ def test_random_sample_descriptions_are_scored_as_a_baseline(run_dir):
         assert "random" in json.loads((run_dir / "scores_summary.json").read_text())
     finally:
         (run_dir / "descriptions_random.json").unlink()
+
+
+def test_failed_llm_evaluate_keeps_scores_and_resumes_from_progress(run_dir, tmp_path):
+    import shutil
+
+    from cltrace.llm import EndpointDown
+    from cltrace.llm.testing import FakeChatServer, Status
+    from tests.score.test_raters import _answer
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "descriptions_random.json").unlink(missing_ok=True)
+    keys = [f"{f['layer']}/{f['feature']}"
+            for f in json.loads((run / "kept_features.json").read_text())["features"]]  # fmt: skip
+    # the first feature is described one way, the others another, so the server can refuse
+    # exactly the requests about the later features
+    descs = {k: {"description": "'w5'" if i == 0 else "'w3', 'w4'"} for i, k in enumerate(keys)}
+    (run / "descriptions.json").write_text(json.dumps(descs))
+    evaluate_run(run, corpus=corpus(), config=CFG, n_boot=20)
+    lexical = (run / "scores.json").read_bytes()
+    summary = (run / "scores_summary.json").read_bytes()
+
+    def first_only(body):
+        return Status(403, "no") if "'w3', 'w4'" in body["messages"][1]["content"] else \
+            _answer(body)  # fmt: skip
+
+    opts = dict(rater="llm", model="fake", corpus=corpus(), config=CFG, n_boot=20)
+    with FakeChatServer(default=first_only) as server:
+        with pytest.raises(EndpointDown, match="rejected the API key .HTTP 403"):
+            evaluate_run(run, base_url=server.base_url, **opts)
+        assert (run / "scores.json").read_bytes() == lexical
+        assert (run / "scores_summary.json").read_bytes() == summary
+        partial = json.loads((run / "scores.partial.json").read_text())
+        assert list(partial) == [keys[0]] and partial[keys[0]]["rater"] == "llm"
+
+        server.reset()  # the same endpoint (the port is part of the scores' configuration)
+        server.default = _answer
+        evaluate_run(run, base_url=server.base_url, **opts)
+        asked = [r["messages"][1]["content"] for r in server.requests]
+    assert asked and not any("'w5'" in a for a in asked)  # the first feature was resumed
+    scores = json.loads((run / "scores.json").read_text())
+    assert list(scores) == keys and all(v["rater"] == "llm" for v in scores.values())
+    assert scores[keys[0]] == partial[keys[0]]
+    assert not (run / "scores.partial.json").exists()
+
+
+def test_llm_rater_without_an_endpoint_fails_before_loading(run_dir, monkeypatch):
+    from cltrace.errors import UsageError
+
+    for name in ("CLTRACE_LLM_BASE_URL", "CLTRACE_LLM_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("cltrace.score.pipeline.load_texts", None)  # never reached
+    with pytest.raises(UsageError, match="the llm rater needs an endpoint"):
+        evaluate_run(run_dir, rater="llm", model="m")
+
+
+@pytest.mark.parametrize(
+    "name,content,fragment",
+    [
+        ("kept_features.json", "[1, 2", "kept_features.json is not valid JSON"),
+        ("kept_features.json", '{"features": [{"layer": 0}]}', "does not list features"),
+        ("descriptions.json", "[]", "is not a mapping of features to descriptions"),
+        ("config.json", "{", "config.json is not valid JSON"),
+    ],
+)
+def test_damaged_run_files_are_one_sentence(run_dir, tmp_path, name, content, fragment):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / name).write_text(content)
+    with pytest.raises(CltraceError, match=fragment) as info:
+        evaluate_run(run, corpus=corpus(), config=CFG, n_boot=20)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_run_directory_is_not_created(tmp_path):
+    with pytest.raises(CltraceError, match="does not exist"):
+        evaluate_run(tmp_path / "nope", corpus=corpus())
+    assert not (tmp_path / "nope").exists()

@@ -14,9 +14,14 @@ def evaluate(
         "lexical", "--rater", help="lexical (offline, token lists), llm, or embedding (optional)."
     ),
     base_url: str | None = typer.Option(
-        None, "--base-url", help="OpenAI-compatible endpoint for --rater llm."
+        None,
+        "--base-url",
+        help="OpenAI-compatible endpoint for --rater llm, e.g. http://127.0.0.1:8000/v1 "
+        "(default: $CLTRACE_LLM_BASE_URL; required for it, there is no built-in one).",
     ),
-    model: str | None = typer.Option(None, "--model", help="Chat model for --rater llm."),
+    model: str | None = typer.Option(
+        None, "--model", help="Chat model for --rater llm (default: $CLTRACE_LLM_MODEL; required)."
+    ),
     corpus: str | None = typer.Option(
         None, "--corpus", help="Natural texts, one per line (default: held-out bundled corpus)."
     ),

@@ -14,10 +14,15 @@ def interpret_cmd(
         "weightlens", "--explainer", help="weightlens, llm, circuitlens or circuitlens_llm."
     ),
     base_url: str | None = typer.Option(
-        None, "--base-url", help="OpenAI-compatible endpoint (default: $CLTRACE_LLM_BASE_URL)."
+        None,
+        "--base-url",
+        help="OpenAI-compatible endpoint for the LLM explainers, e.g. http://127.0.0.1:8000/v1 "
+        "(default: $CLTRACE_LLM_BASE_URL; required for them, there is no built-in one).",
     ),
     model: str | None = typer.Option(
-        None, "--model", help="LLM model name (default: $CLTRACE_LLM_MODEL)."
+        None,
+        "--model",
+        help="LLM model name for the LLM explainers (default: $CLTRACE_LLM_MODEL; required).",
     ),
     corpus: str | None = typer.Option(
         None, "--corpus", help="bundled, a text file (one document per line) or hf:<dataset>."

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
+from cltrace.files import atomic_write_json
 from cltrace.interpret.explainers import Explanation
 from cltrace.interpret.features import FeatureKey
 from cltrace.interpret.render import example_html
@@ -54,12 +54,22 @@ def detail_json(adapter, transcoder, store: ActivationStore, key: FeatureKey,
     }
 
 
-def write_details(run_dir: Path, adapter, transcoder, store, explanations: dict) -> Path:
+def detail_files(adapter, transcoder, store, explanations: dict) -> dict[str, dict]:
+    """``features/<l>_<f>.json`` name -> content for every feature of ``store`` (computed
+    first, written by :func:`write_details`, so a failing stage writes none of them)."""
+    return {
+        f"{key[0]}_{key[1]}.json": detail_json(adapter, transcoder, store, key,
+                                               explanations.get(key))
+        for key in store.features
+    }  # fmt: skip
+
+
+def write_details(run_dir: Path, files: dict[str, dict]) -> Path:
+    """Write :func:`detail_files`' output under ``run_dir/features`` (each file atomically)."""
     out = run_dir / "features"
     out.mkdir(exist_ok=True)
-    for key in store.features:
-        d = detail_json(adapter, transcoder, store, key, explanations.get(key))
-        (out / f"{key[0]}_{key[1]}.json").write_text(json.dumps(d))
+    for name, content in files.items():
+        atomic_write_json(out / name, content, indent=None)
     return out
 
 

@@ -93,8 +93,8 @@ def explain_llm(ctx: ExplainContext, features: list[FeatureKey]):
     )  # fmt: skip
 
     if ctx.client is None:
-        raise CltraceError("the llm explainer needs an LLM; pass --base-url/--model or set "
-                           "CLTRACE_LLM_BASE_URL.")  # fmt: skip
+        raise CltraceError("the llm explainer needs an endpoint; pass --base-url or set "
+                           "CLTRACE_LLM_BASE_URL (any OpenAI-compatible server).")  # fmt: skip
     out, todo = {}, []
     for key in features:
         if _no_examples(key, ctx):
@@ -127,8 +127,8 @@ def explain_circuitlens(ctx: ExplainContext, features: list[FeatureKey], use_llm
     cfg = ctx.options.get("circuitlens", cl.CircuitLensConfig())
     name = "circuitlens_llm" if use_llm else "circuitlens"
     if use_llm and ctx.client is None:
-        raise CltraceError("circuitlens_llm needs an LLM; pass --base-url/--model or set "
-                           "CLTRACE_LLM_BASE_URL.")  # fmt: skip
+        raise CltraceError("the circuitlens_llm explainer needs an endpoint; pass --base-url or "
+                           "set CLTRACE_LLM_BASE_URL (any OpenAI-compatible server).")  # fmt: skip
     out, per_feature = {}, {}
     for key in features:
         rec = ctx.store.record(key)

@@ -4,6 +4,8 @@ Adds to the run directory (``cltrace.pie.run`` describes the rest)::
 
     activations/            activation store of the kept features (resumable)
     activations_random/     the same for a uniform random sample of the active set
+    activations*.next/      a store for new options, built beside the old one and put in its
+                            place only when the stage succeeds
     descriptions.json       {"<layer>/<feature>": {description, explainer, failure,
                              examples_html, frequency, details}} for the kept features
     descriptions_random.json  the same for the random sample (for stage III's comparison)
@@ -14,19 +16,20 @@ Adds to the run directory (``cltrace.pie.run`` describes the rest)::
 
 from __future__ import annotations
 
-import json
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from cltrace.errors import CltraceError
-from cltrace.interpret.detail import description_entry, write_details
+from cltrace.files import RunLock, atomic_write_json, read_json, require_run_dir
+from cltrace.interpret.detail import description_entry, detail_files, write_details
 from cltrace.interpret.explainers import ExplainContext, get_explainer
 from cltrace.interpret.features import FeatureKey
-from cltrace.interpret.store import StoreConfig, build_store
+from cltrace.interpret.store import StaleStoreError, StoreConfig, build_store
+from cltrace.pie.stages import read_kept_features, read_run_config
 
 
 @dataclass
@@ -42,9 +45,10 @@ class InterpretConfig:
     random_seed: int = 0
     """Seed of that sample."""
     base_url: str | None = None
-    """LLM endpoint (default: $CLTRACE_LLM_BASE_URL, then OpenAI)."""
+    """LLM endpoint (default: $CLTRACE_LLM_BASE_URL; there is no built-in one, the LLM
+    explainers fail without it)."""
     llm_model: str | None = None
-    """LLM model name (default: $CLTRACE_LLM_MODEL, then gpt-4o)."""
+    """LLM model name (default: $CLTRACE_LLM_MODEL; required with the LLM explainers)."""
     concurrency: int = 4
     """Simultaneous LLM requests."""
     max_features: int | None = None
@@ -62,7 +66,7 @@ def load_run_models(run_dir: Path):
     from cltrace.paths import BUNDLED_CLT_DIR
     from cltrace.transcoders import load_transcoder
 
-    cfg = json.loads((run_dir / "config.json").read_text())
+    cfg = read_run_config(run_dir)
     adapter = load_model(cfg.get("model"))
     tc = load_transcoder(cfg.get("transcoder") or BUNDLED_CLT_DIR, model=adapter)
     return adapter, tc, cfg
@@ -89,7 +93,7 @@ def active_set(adapter, transcoder, run_cfg: dict) -> list[FeatureKey]:
 
 
 def _explain_set(name, features, store_dir, adapter, tc, cfg, client, options, console):
-    """Store + explain one feature set; returns (store, explanations, cost)."""
+    """Store + explain one feature set; returns (store, explanations, cost, staged store dir)."""
     bar = None
     if console is not None:
         from rich.progress import Progress
@@ -99,9 +103,7 @@ def _explain_set(name, features, store_dir, adapter, tc, cfg, client, options, c
         job = bar.add_task(f"stage II ({name}): scanning corpus", total=None)
     try:
         progress = (lambda i, n: bar.update(job, completed=i, total=n)) if bar else None
-        store, scan = build_store(
-            adapter, tc, features, store_dir, cfg.store, progress=progress, replace_stale=True
-        )
+        store, scan, staged = _store(adapter, tc, features, store_dir, cfg.store, progress)
     finally:
         if bar is not None:
             bar.stop()
@@ -125,11 +127,50 @@ def _explain_set(name, features, store_dir, adapter, tc, cfg, client, options, c
         "n_fallback": sum(1 for e in explanations.values() if "/" in e.explainer),
         "n_failed": sum(1 for e in explanations.values() if e.failure),
     }
-    return store, explanations, cost
+    return store, explanations, cost, staged
+
+
+def _store(adapter, tc, features, store_dir: Path, cfg: StoreConfig, progress):
+    """Build or resume the activation store in ``store_dir``; returns ``(store, scan, staged)``.
+
+    A store there that was built for other features or options belongs to the earlier stage-II
+    output, so it is not replaced now: the new one is built in ``<store_dir>.next`` (``staged``,
+    resumable like any store) and takes the old one's place only when the stage succeeds.
+    """
+    from cltrace.interpret.corpus import load_corpus
+
+    docs = load_corpus(cfg.corpus, cfg.n_docs, cfg.corpus_seed)
+    try:
+        store, scan = build_store(adapter, tc, features, store_dir, cfg, docs=docs,
+                                  progress=progress)  # fmt: skip
+        return store, scan, None
+    except StaleStoreError:
+        staged = store_dir.with_name(store_dir.name + ".next")
+        store, scan = build_store(adapter, tc, features, staged, cfg, docs=docs,
+                                  progress=progress, replace_stale=True)  # fmt: skip
+        return store, scan, staged
+
+
+def _promote(staged: Path | None, target: Path) -> None:
+    """Put a store built in ``staged`` in place of ``target`` (the stage has succeeded)."""
+    if staged is None:
+        return
+    shutil.rmtree(target, ignore_errors=True)
+    staged.rename(target)
 
 
 def _descriptions(store, explanations) -> dict:
     return {f"{k[0]}/{k[1]}": description_entry(store, k, e) for k, e in explanations.items()}
+
+
+def _llm_endpoint(spec, cfg: InterpretConfig):
+    """The checked endpoint for an explainer that needs an LLM (None for the others); fails
+    with one sentence before anything is loaded or written."""
+    if not spec.needs_llm:
+        return None
+    from cltrace.llm import resolve_endpoint
+
+    return resolve_endpoint(cfg.base_url, cfg.llm_model, user=f"the {cfg.explainer} explainer")
 
 
 def interpret_run(
@@ -143,68 +184,98 @@ def interpret_run(
 
     ``explainer`` (a registry key) overrides ``config.explainer`` (default ``weightlens``).
     ``options`` holds per-explainer configs (``{"weightlens": WeightLensConfig(...)}``).
-    """
-    from cltrace.report import write_report
 
+    Options are checked before anything is loaded; every output is computed first and written
+    (each file atomically) only once the whole stage has succeeded, so a failed run, an LLM
+    endpoint that is down for example, leaves the earlier stage-II files as they were. The run
+    directory is locked (:class:`~cltrace.files.RunLock`) for the duration.
+    """
     run_dir = Path(run_dir)
     cfg = config or InterpretConfig()
     cfg.explainer = explainer or cfg.explainer
     spec = get_explainer(cfg.explainer)
-    kept_path = run_dir / "kept_features.json"
-    if not kept_path.exists():
-        raise CltraceError(
-            f"{run_dir} has no kept_features.json; run stage I first (cltrace pie --out {run_dir})."
-        )
-    kept = json.loads(kept_path.read_text())
-    features = [(int(f["layer"]), int(f["feature"])) for f in kept["features"]]
-    features = features[: cfg.max_features] if cfg.max_features else features
-    if not features:
-        raise CltraceError(f"{kept_path} lists no kept features; rerun stage I with a budget.")
-    (run_dir / "interpret_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    adapter, tc, run_cfg = load_run_models(run_dir)
-    client = None
-    if spec.needs_llm:
-        from cltrace.llm import ChatClient
+    endpoint = _llm_endpoint(spec, cfg)
+    require_run_dir(run_dir)
+    if endpoint is not None:
+        from cltrace.llm import probe
 
-        client = ChatClient(cfg.base_url, cfg.llm_model, concurrency=cfg.concurrency,
-                            cache_dir=run_dir / "llm_cache")  # fmt: skip
-    options = options or {}
-    store, expl, cost_kept = _explain_set("kept", features, run_dir / "activations", adapter, tc,
-                                          cfg, client, options, console)  # fmt: skip
-    descriptions = _descriptions(store, expl)
-    (run_dir / "descriptions.json").write_text(json.dumps(descriptions, indent=1))
-    write_details(run_dir, adapter, tc, store, expl)
-    cost = {"explainer": cfg.explainer, "kept": cost_kept}
+        probe(endpoint)
+    with RunLock(run_dir):
+        features = read_kept_features(run_dir, cfg.max_features)
+        adapter, tc, run_cfg = load_run_models(run_dir)
+        client = None
+        if endpoint is not None:
+            from cltrace.llm import ChatClient
+
+            client = ChatClient(endpoint.base_url, endpoint.model, concurrency=cfg.concurrency,
+                                cache_dir=run_dir / "llm_cache")  # fmt: skip
+        outputs = _stage_outputs(run_dir, features, adapter, tc, run_cfg, cfg, client,
+                                 options or {}, console)  # fmt: skip
+        saved_cfg = asdict(cfg)
+        if endpoint is not None:  # what was used, env included; never a password in the URL
+            saved_cfg.update(base_url=endpoint.display_url, llm_model=endpoint.model)
+        _write_outputs(run_dir, outputs, saved_cfg)
+    cost_kept = outputs["cost"]["kept"]
+    _console_print(
+        console,
+        f"stage II: described {cost_kept['n_described']}/{len(features)} kept features "
+        f"({cost_kept['n_fallback']} by fallback); wrote descriptions.json",
+    )
+    return outputs["descriptions"]
+
+
+def _stage_outputs(run_dir, features, adapter, tc, run_cfg, cfg, client, options, console):
+    """Everything stage II writes, computed in memory: descriptions (kept and random), the
+    feature detail files and the cost record."""
+    store, expl, cost_kept, staged = _explain_set("kept", features, run_dir / "activations",
+                                                  adapter, tc, cfg, client, options,
+                                                  console)  # fmt: skip
+    if client is not None:
+        client.check_answered()  # an endpoint that answered nothing is a failed stage
+    out = {
+        "descriptions": _descriptions(store, expl),
+        "details": detail_files(adapter, tc, store, expl),
+        "cost": {"explainer": cfg.explainer, "kept": cost_kept},
+        "stores": {run_dir / "activations": staged},
+    }
     if cfg.compare_random:
         pool = active_set(adapter, tc, run_cfg)
         sample = sorted(random.Random(cfg.random_seed).sample(pool, min(len(features),
                                                                         len(pool))))  # fmt: skip
         r_dir = run_dir / "activations_random"
-        r_store, r_expl, cost_rand = _explain_set(
+        r_store, r_expl, cost_rand, r_staged = _explain_set(
             "random", sample, r_dir, adapter, tc, cfg, client, options, console
         )
-        (run_dir / "descriptions_random.json").write_text(
-            json.dumps(_descriptions(r_store, r_expl), indent=1)
-        )
+        out["stores"][r_dir] = r_staged
+        out["descriptions_random"] = _descriptions(r_store, r_expl)
         per_feature = cost_kept["explain_seconds_per_feature"]
-        cost["random"] = cost_rand
-        cost["active_set_size"] = len(pool)
-        cost["kept_in_active_set"] = len(set(features) & set(pool))
-        cost["explain_all_active_estimate"] = {
-            "explain_seconds": per_feature * len(pool),
-            "llm_calls": cost_kept["llm_calls"] / max(len(features), 1) * len(pool),
-        }
-    (run_dir / "interpret_cost.json").write_text(json.dumps(cost, indent=2))
+        out["cost"].update({
+            "random": cost_rand,
+            "active_set_size": len(pool),
+            "kept_in_active_set": len(set(features) & set(pool)),
+            "explain_all_active_estimate": {
+                "explain_seconds": per_feature * len(pool),
+                "llm_calls": cost_kept["llm_calls"] / max(len(features), 1) * len(pool),
+            },
+        })  # fmt: skip
+    return out
+
+
+def _write_outputs(run_dir: Path, outputs: dict, saved_cfg: dict) -> None:
+    """Write stage II's files; descriptions.json last of the data, as it marks the stage done."""
+    from cltrace.report import write_report
+
+    for target, staged in outputs["stores"].items():
+        _promote(staged, target)
+    write_details(run_dir, outputs["details"])
+    if "descriptions_random" in outputs:
+        atomic_write_json(run_dir / "descriptions_random.json", outputs["descriptions_random"],
+                          indent=1)  # fmt: skip
+    atomic_write_json(run_dir / "descriptions.json", outputs["descriptions"], indent=1)
+    atomic_write_json(run_dir / "interpret_config.json", saved_cfg)
+    atomic_write_json(run_dir / "interpret_cost.json", outputs["cost"])
     update_cost_scores(run_dir)
     write_report(run_dir)
-    n_ok = cost_kept["n_described"]
-    n_fb = cost_kept["n_fallback"]
-    _console_print(
-        console,
-        f"stage II: described {n_ok}/{len(features)} kept features ({n_fb} by fallback); "
-        "wrote descriptions.json",
-    )
-    return descriptions
 
 
 def update_cost_scores(run_dir: str | Path) -> dict | None:
@@ -217,14 +288,14 @@ def update_cost_scores(run_dir: str | Path) -> dict | None:
     path = run_dir / "interpret_cost.json"
     if not path.exists():
         return None
-    cost = json.loads(path.read_text())
+    cost = read_json(path, "delete it and rerun stage II (cltrace interpret) to rewrite it.")
     means = {}
     for name, fname in (("kept", "scores.json"), ("random", "scores_random.json")):
         p = run_dir / fname
         if not p.exists():
             continue
         by_metric: dict[str, list[float]] = {}
-        for entry in json.loads(p.read_text()).values():
+        for entry in read_json(p, "rerun stage III (cltrace evaluate) to rewrite it.").values():
             if not isinstance(entry, dict):
                 continue
             for m, v in entry.items():
@@ -235,7 +306,7 @@ def update_cost_scores(run_dir: str | Path) -> dict | None:
         cost["scores"] = means
     else:
         cost.pop("scores", None)
-    path.write_text(json.dumps(cost, indent=2))
+    atomic_write_json(path, cost)
     return cost
 
 

@@ -28,9 +28,14 @@ import numpy as np
 import torch
 
 from cltrace.errors import CltraceError
+from cltrace.files import atomic_write_text
 from cltrace.interpret.features import FeatureKey, feature_activations, pad_batch
 from cltrace.models.adapter import ModelAdapter
 from cltrace.transcoders import CrossLayerTranscoder
+
+
+class StaleStoreError(CltraceError):
+    """The store directory holds a store built for other features or options."""
 
 
 @dataclass
@@ -69,12 +74,6 @@ class ScanStats:
     n_docs: int
     n_tokens: int
     n_chunks_computed: int
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _tokenize(adapter: ModelAdapter, docs: Sequence[str], max_tokens: int) -> list[list[int]]:
@@ -216,12 +215,12 @@ def build_store(
         meta_path.unlink()
     if meta_path.exists():
         if json.loads(meta_path.read_text()) != meta:
-            raise CltraceError(
+            raise StaleStoreError(
                 f"activation store {out} was built for other features or options; delete it or "
                 "choose another directory."
             )
     else:
-        _atomic_write(meta_path, json.dumps(meta))
+        atomic_write_text(meta_path, json.dumps(meta))
     n_chunks = (len(docs) + cfg.chunk_docs - 1) // cfg.chunk_docs
     computed = 0
     for c in range(n_chunks):
@@ -304,7 +303,7 @@ def finish_store(
         })  # fmt: skip
     data = {"n_docs": len(docs), "n_tokens": n_tokens, "config": asdict(cfg),
             "features": records}  # fmt: skip
-    _atomic_write(out / "store.json", json.dumps(data))
+    atomic_write_text(out / "store.json", json.dumps(data))
     return ActivationStore(data)
 
 

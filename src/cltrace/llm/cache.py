@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
+
+from cltrace.files import atomic_write_text
 
 
 def cache_key(base_url: str, model: str, messages: list[dict], params: dict) -> str:
@@ -38,7 +39,5 @@ class ResponseCache:
     def put(self, key: str, model: str, messages: list[dict], params: dict, text: str) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
         record = {"model": model, "messages": messages, "params": params, "response": text}
-        tmp.write_text(json.dumps(record, ensure_ascii=False))
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(record, ensure_ascii=False))

@@ -25,6 +25,9 @@ Actions (what one request gets):
   of the default), to exceed a client's timeout.
 * ``RawBody(text, status=200)``: the bytes as given (malformed JSON).
 * ``NoChoices()``: valid JSON without ``choices``.
+* ``EchoAuth(status=401, template=...)``: the request's ``Authorization`` header put into the
+  answer (an error body, or the message content for status 200), as careless servers and debug
+  proxies do; for tests that the key never reaches disk or output.
 * a callable ``fn(request_json) -> action``: computed per request (e.g. echo the prompt).
 
 ``default`` (an action, default ``Reply("ok")``) answers when the script queue is empty;
@@ -72,7 +75,18 @@ class NoChoices:
     pass
 
 
-Action = Reply | Status | Delay | RawBody | NoChoices | str | Callable[[dict], Any]
+@dataclass
+class EchoAuth:
+    status: int = 401
+    template: str = (
+        '{{"error": {{"message": "Incorrect API key provided: {auth}", '
+        '"received_headers": {{"Authorization": "{auth}"}}}}}}'
+    )
+    """Formatted with ``auth`` (the header as received); the whole body for an error status,
+    the message content for 200."""
+
+
+Action = Reply | Status | Delay | RawBody | NoChoices | EchoAuth | str | Callable[[dict], Any]
 
 
 def completion_json(content: str, model: str = "fake") -> dict:
@@ -135,7 +149,7 @@ class FakeChatServer:
                 if not self.path.endswith("/chat/completions"):
                     action = Status(404, "not found")
                 try:
-                    server._respond(self, action, body)
+                    server._respond(self, action, body, self.headers.get("Authorization", ""))
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout tests); nothing to answer
 
@@ -169,13 +183,20 @@ class FakeChatServer:
             self.auth_headers.append(auth)
             return self._queue.popleft() if self._queue else self.default
 
-    def _respond(self, handler: BaseHTTPRequestHandler, action: Action, body: dict) -> None:
+    def _respond(
+        self, handler: BaseHTTPRequestHandler, action: Action, body: dict, auth: str = ""
+    ) -> None:
         while callable(action) and not isinstance(action, (Reply, Status, Delay, RawBody)):
             action = action(body)
         if isinstance(action, Delay):
             time.sleep(action.seconds)
             then = action.then if action.then is not None else self.default
-            return self._respond(handler, then, body)
+            return self._respond(handler, then, body, auth)
+        if isinstance(action, EchoAuth):
+            text = action.template.format(auth=auth)
+            if action.status != 200:
+                return _send(handler, action.status, text)
+            action = Reply(text)
         if isinstance(action, str):
             action = Reply(action)
         if isinstance(action, Reply):

@@ -1,11 +1,15 @@
 """Stages II (interpret) and III (evaluate) on a PIE run directory.
 
-They read ``kept_features.json`` and add ``descriptions.json`` and ``scores.json``.
+They read ``kept_features.json`` and add ``descriptions.json`` and ``scores.json``; the readers
+here turn a missing or damaged input file into one sentence saying which stage rewrites it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from cltrace.errors import CltraceError
+from cltrace.files import read_json
 
 
 def run_later_stages(run_dir: Path, stages: set[str], console) -> None:
@@ -16,3 +20,46 @@ def run_later_stages(run_dir: Path, stages: set[str], console) -> None:
         interpret_run(run_dir, console=console)
     if "evaluate" in stages:
         evaluate_run(run_dir, console=console)
+
+
+def read_kept_features(run_dir: Path, max_features: int | None = None) -> list[tuple[int, int]]:
+    """The ``(layer, feature)`` pairs stage I kept (most often kept first), at most
+    ``max_features``; one sentence when the file is missing, damaged or empty."""
+    path = Path(run_dir) / "kept_features.json"
+    rerun = f"rerun stage I to rewrite it (cltrace pie --out {run_dir})."
+    if not path.exists():
+        raise CltraceError(
+            f"{run_dir} has no kept_features.json; run stage I first (cltrace pie --out {run_dir})."
+        )
+    kept = read_json(path, rerun)
+    try:
+        features = [(int(f["layer"]), int(f["feature"])) for f in kept["features"]]
+    except (KeyError, TypeError, ValueError):
+        raise CltraceError(
+            f"{path} does not list features as {{layer, feature}} entries; {rerun}"
+        ) from None
+    features = features[:max_features] if max_features else features
+    if not features:
+        raise CltraceError(f"{path} lists no kept features; rerun stage I with a budget.")
+    return features
+
+
+def read_descriptions(path: Path, hint: str) -> dict:
+    """A ``descriptions*.json`` file: ``{"<layer>/<feature>": entry}``."""
+    descs = read_json(path, hint)
+    if not isinstance(descs, dict):
+        raise CltraceError(f"{path} is not a mapping of features to descriptions; {hint}")
+    return descs
+
+
+def read_run_config(run_dir: Path) -> dict:
+    """The run's ``config.json`` (what stage I ran: model, transcoder, task or data)."""
+    path = Path(run_dir) / "config.json"
+    hint = (
+        "pass the --out of cltrace pie, or rerun it to rewrite the file "
+        f"(cltrace pie --out {run_dir})."
+    )
+    cfg = read_json(path, hint)
+    if not isinstance(cfg, dict):
+        raise CltraceError(f"{path} is not a PIE configuration (a JSON object); {hint}")
+    return cfg

@@ -1,9 +1,10 @@
 """Stage III on a PIE run directory: score every kept feature's description.
 
 Reads ``config.json`` (model and transcoder), ``kept_features.json`` and ``descriptions.json``;
-writes ``scores.json`` (one entry per feature, rewritten after each feature so an interrupted
-run resumes where it stopped), ``scores_summary.json`` (mean, std and 95% bootstrap CI per
-metric, with the configuration) and refreshes ``report.html``.
+writes ``scores.json`` (one entry per feature), ``scores_summary.json`` (mean, std and 95%
+bootstrap CI per metric, with the configuration) and refreshes ``report.html``. Progress is
+saved after each feature in ``scores.partial.json``, so an interrupted or failed run resumes
+where it stopped while the earlier ``scores.json`` stays intact until the stage succeeds.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import numpy as np
 
 from cltrace.errors import CltraceError
 from cltrace.evaluate.stats import bootstrap_ci
+from cltrace.files import RunLock, atomic_write_json, read_json, require_run_dir
+from cltrace.pie.stages import read_descriptions, read_kept_features, read_run_config
 from cltrace.score.activations import sequence_scores
 from cltrace.score.config import ScoreConfig
 from cltrace.score.feature import METRICS, score_feature, unscored
@@ -51,27 +54,12 @@ def load_texts(corpus: str | os.PathLike | Sequence[str] | None, n: int, seed: i
     return texts
 
 
-def _read_json(path: Path, hint: str) -> dict:
-    if not path.exists():
-        raise CltraceError(f"{path} is missing; {hint}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CltraceError(f"{path} is not valid JSON ({exc.msg}); {hint}") from None
-
-
 def _description(entry) -> str:
     if isinstance(entry, str):
         return entry
     if isinstance(entry, dict):
         return str(entry.get("description") or "")
     return ""
-
-
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False))
-    tmp.replace(path)  # atomic: a crash never leaves a half-written file
 
 
 def _fingerprint(rater: str, cfg: ScoreConfig, texts: Sequence[str], extra: str) -> str:
@@ -125,73 +113,130 @@ def evaluate_run(
     ``corpus``: natural texts (list or text file; default: held-out bundled corpus). ``pool``:
     texts the offline raters may pick as synthetic examples (default: another held-out draw of
     the bundled corpus, or the corpus itself when one is given). ``base_url``/``model``/
-    ``client`` configure the LLM rater; ``adapter``/``transcoder`` skip loading the run's model.
+    ``client`` configure the LLM rater (without a client, an endpoint and model are required,
+    from the options or the environment); ``adapter``/``transcoder`` skip loading the run's
+    model.
+
+    Progress goes to ``scores.partial.json`` (and ``scores_random.partial.json``), which a rerun
+    resumes from; ``scores.json``, ``scores_random.json`` and ``scores_summary.json`` are
+    replaced only when the whole stage succeeded, so a failed run (an LLM endpoint that is down,
+    for example) leaves the earlier scores as they were. The run directory is locked for the
+    duration.
     """
     run = Path(run_dir)
     cfg = config or ScoreConfig()
-    kept = _read_json(run / "kept_features.json", "run stage I first (cltrace pie --out DIR).")
-    descs = _read_json(
-        run / "descriptions.json", "run stage II first (cltrace pie --stages interpret)."
-    )
-    if adapter is None or transcoder is None:
-        from cltrace.models import load_model
-        from cltrace.paths import BUNDLED_CLT_DIR
-        from cltrace.pie import PieConfig
-        from cltrace.transcoders import load_transcoder
+    endpoint = None
+    if rater == "llm" and client is None:  # checked before anything is loaded
+        from cltrace.llm import resolve_endpoint
 
-        pie = PieConfig.from_json(_read_json(run / "config.json", "pass a PIE run directory."))
-        adapter = adapter or load_model(pie.model)
-        transcoder = transcoder or load_transcoder(pie.transcoder or BUNDLED_CLT_DIR,
-                                                   model=adapter)  # fmt: skip
-    texts = load_texts(corpus, N_NATURAL, HELD_OUT_SEED)
-    if pool is None:
-        pool = load_texts(None, N_NATURAL, HELD_OUT_SEED + 1) if corpus is None else texts
-    judge = make_rater(rater, pool=pool, seed=cfg.seed, client=client, base_url=base_url,
-                       model=model, cache_dir=cache_dir)  # fmt: skip
-    llm_id = f"{getattr(client, 'model', model)}@{getattr(client, 'base_url', base_url)}"
-    fp = _fingerprint(rater, cfg, texts, llm_id if rater == "llm" else "")
+        endpoint = resolve_endpoint(base_url, model, user="the llm rater")
+        base_url, model = endpoint.base_url, endpoint.model
+    require_run_dir(run)
+    if endpoint is not None:
+        from cltrace.llm import probe
 
-    def score_set(features: list, descs: dict, path: Path, label: str) -> dict[str, dict]:
-        return _score_set(features, descs, path, label, adapter, transcoder, judge, rater,
-                          texts, cfg, fp, console)  # fmt: skip
+        probe(endpoint)
+    with RunLock(run):
+        descs = read_descriptions(
+            run / "descriptions.json", f"run stage II to write it (cltrace interpret --run {run})."
+        )
+        kept_feats = read_kept_features(run)
+        if adapter is None or transcoder is None:
+            adapter, transcoder = _run_models(run, adapter, transcoder)
+        texts = load_texts(corpus, N_NATURAL, HELD_OUT_SEED)
+        if pool is None:
+            pool = load_texts(None, N_NATURAL, HELD_OUT_SEED + 1) if corpus is None else texts
+        judge = make_rater(rater, pool=pool, seed=cfg.seed, client=client, base_url=base_url,
+                           model=model, cache_dir=cache_dir)  # fmt: skip
+        llm_id = f"{getattr(client, 'model', model)}@{getattr(client, 'base_url', base_url)}"
+        fp = _fingerprint(rater, cfg, texts, llm_id if rater == "llm" else "")
 
-    kept_feats = [(int(f["layer"]), int(f["feature"])) for f in kept["features"]]
-    scores = score_set(kept_feats, descs, run / "scores.json", "kept")
-    summary = {
-        "rater": rater,
-        "n_features": len(scores),
-        "n_texts": len(texts),
-        "corpus": str(corpus) if isinstance(corpus, (str, os.PathLike)) else
-                  ("bundled held-out" if corpus is None else "in memory"),
-        "config": cfg.to_json(),
-        "metrics": summarize(scores, n_boot),
-    }  # fmt: skip
-    # stage II also describes a uniform random sample of the active set; scoring it gives the
-    # baseline the kept features' scores are compared with
-    rand_path = run / "descriptions_random.json"
-    if rand_path.exists():
-        rand_descs = json.loads(rand_path.read_text())
-        rand_feats = [tuple(int(x) for x in k.split("/")) for k in rand_descs]
-        rand = score_set(rand_feats, rand_descs, run / "scores_random.json", "random")
-        summary["random"] = {"n_features": len(rand), "metrics": summarize(rand, n_boot)}
-        _update_interpret_cost(run)
-    _write_json(run / "scores_summary.json", _clean(summary))
-    if (run / "results.json").exists():
-        from cltrace.report import write_report
+        def score_set(features: list, descs: dict, path: Path, label: str) -> dict[str, dict]:
+            return _score_set(features, descs, path, label, adapter, transcoder, judge, rater,
+                              texts, cfg, fp, console)  # fmt: skip
 
-        write_report(run)
+        written = {"scores.json": score_set(kept_feats, descs, run / "scores.json", "kept")}
+        summary = {
+            "rater": rater,
+            "n_features": len(written["scores.json"]),
+            "n_texts": len(texts),
+            "corpus": str(corpus) if isinstance(corpus, (str, os.PathLike)) else
+                      ("bundled held-out" if corpus is None else "in memory"),
+            "config": cfg.to_json(),
+            "metrics": summarize(written["scores.json"], n_boot),
+        }  # fmt: skip
+        # stage II also describes a uniform random sample of the active set; scoring it gives
+        # the baseline the kept features' scores are compared with
+        rand_path = run / "descriptions_random.json"
+        if rand_path.exists():
+            rand_descs = read_descriptions(
+                rand_path, f"rerun stage II to rewrite it (cltrace interpret --run {run})."
+            )
+            rand_feats = [tuple(int(x) for x in k.split("/")) for k in rand_descs]
+            rand = score_set(rand_feats, rand_descs, run / "scores_random.json", "random")
+            written["scores_random.json"] = rand
+            summary["random"] = {"n_features": len(rand), "metrics": summarize(rand, n_boot)}
+        _check_answered(judge)
+        _commit(run, written, summary)
     if console is not None:
         _print_summary(console, summary)
     return summary
 
 
+def _run_models(run: Path, adapter, transcoder):
+    """The model and transcoder named in the run's ``config.json`` (those given are kept)."""
+    from cltrace.models import load_model
+    from cltrace.paths import BUNDLED_CLT_DIR
+    from cltrace.transcoders import load_transcoder
+
+    # only the two fields stage III needs, so a config from another cltrace version still works
+    run_cfg = read_run_config(run)
+    adapter = adapter or load_model(run_cfg.get("model"))
+    transcoder = transcoder or load_transcoder(run_cfg.get("transcoder") or BUNDLED_CLT_DIR,
+                                               model=adapter)  # fmt: skip
+    return adapter, transcoder
+
+
+def _check_answered(judge) -> None:
+    """An LLM rater whose endpoint answered nothing has scored nothing: fail the stage."""
+    check = getattr(getattr(judge, "client", None), "check_answered", None)
+    if callable(check):
+        check()
+
+
+def _commit(run: Path, written: dict[str, dict], summary: dict) -> None:
+    """Replace the score files (each atomically), drop the progress files, refresh the rest."""
+    for name, scores in written.items():
+        atomic_write_json(run / name, _clean(scores))
+        _partial(run / name).unlink(missing_ok=True)
+    atomic_write_json(run / "scores_summary.json", _clean(summary))
+    if "scores_random.json" in written:
+        _update_interpret_cost(run)
+    if (run / "results.json").exists():
+        from cltrace.report import write_report
+
+        write_report(run)
+
+
+def _partial(path: Path) -> Path:
+    """Where scoring into ``path`` keeps its progress until the stage succeeds."""
+    return path.with_name(f"{path.stem}.partial{path.suffix}")
+
+
 def _score_set(
     features, descs, path, label, adapter, transcoder, judge, rater, texts, cfg, fp, console
 ) -> dict[str, dict]:
-    """Score one set of features into ``path`` (resuming entries with the same ``fp``)."""
-    old = json.loads(path.read_text()) if path.exists() else {}
+    """Score one set of features for ``path``, resuming entries with the same ``fp`` from it
+    and from its progress file; progress is saved after each feature, ``path`` is not touched."""
+    hint = "delete it to score those features from scratch."
+    old = read_json(path, hint) if path.exists() else {}
+    partial = _partial(path)
+    if partial.exists():
+        old = {**old, **read_json(partial, hint)}
     keys = [f"{layer}/{f}" for layer, f in features]
-    scores: dict[str, dict] = {k: old[k] for k in keys if old.get(k, {}).get("config_id") == fp}
+    scores: dict[str, dict] = {
+        k: old[k] for k in keys if isinstance(old.get(k), dict) and old[k].get("config_id") == fp
+    }
     todo = [(feat, k) for feat, k in zip(features, keys, strict=True) if k not in scores]
     described = [(feat, k) for feat, k in todo if _description(descs.get(k)).strip()]
     natural = (
@@ -214,10 +259,9 @@ def _score_set(
                 fs = score_feature(adapter, transcoder, judge, rater, feat, desc, texts,
                                    natural[row[k]], cfg)  # fmt: skip
             scores[k] = {**fs.to_json(), "config_id": fp}
-            _write_json(path, _clean({key: scores[key] for key in keys if key in scores}))
+            atomic_write_json(partial, _clean({key: scores[key] for key in keys if key in scores}))
             if bar:
                 bar.advance(job)
-    _write_json(path, _clean({key: scores[key] for key in keys}))
     return {key: scores[key] for key in keys}
 
 
