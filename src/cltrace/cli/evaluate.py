@@ -42,13 +42,13 @@ def evaluate(
 
     from rich.console import Console
 
-    from cltrace.errors import CltraceError
+    from cltrace.errors import UsageError
     from cltrace.score import RATERS, ScoreConfig, evaluate_run
 
     if rater not in RATERS:
-        raise CltraceError(f"unknown rater {rater!r}; use one of {', '.join(RATERS)}.")
+        raise UsageError(f"unknown rater {rater!r}; use one of {', '.join(RATERS)}.")
     if variant not in ("fade", "pie"):
-        raise CltraceError(f"unknown variant {variant!r}; use fade or pie.")
+        raise UsageError(f"unknown variant {variant!r}; use fade or pie.")
     cfg = ScoreConfig() if variant == "fade" else ScoreConfig.pie()
     cfg = replace(cfg, faithfulness=faithfulness and cfg.faithfulness)
     console = Console()

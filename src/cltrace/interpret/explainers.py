@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cltrace.errors import CltraceError
+from cltrace.errors import CltraceError, UsageError
 from cltrace.interpret.features import FeatureKey
 from cltrace.interpret.render import quote_tokens, top_token_summary
 from cltrace.interpret.store import ActivationStore
@@ -194,5 +194,5 @@ EXPLAINERS: dict[str, Explainer] = {
 
 def get_explainer(key: str) -> Explainer:
     if key not in EXPLAINERS:
-        raise CltraceError(f"unknown explainer {key!r}; use one of {', '.join(EXPLAINERS)}.")
+        raise UsageError(f"unknown explainer {key!r}; use one of {', '.join(EXPLAINERS)}.")
     return EXPLAINERS[key]

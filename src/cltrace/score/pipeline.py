@@ -21,7 +21,7 @@ import numpy as np
 
 from cltrace.errors import CltraceError
 from cltrace.evaluate.stats import bootstrap_ci
-from cltrace.files import RunLock, atomic_write_json, read_json, require_run_dir
+from cltrace.files import RunLock, atomic_write_json, read_json, read_text_lines, require_run_dir
 from cltrace.pie.stages import read_descriptions, read_kept_features, read_run_config
 from cltrace.score.activations import sequence_scores
 from cltrace.score.config import ScoreConfig
@@ -46,7 +46,7 @@ def load_texts(corpus: str | os.PathLike | Sequence[str] | None, n: int, seed: i
         if not path.is_file():
             raise CltraceError(f"corpus file {path} does not exist; pass a text file, one text "
                                "per line.")  # fmt: skip
-        texts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        texts = read_text_lines(path)
     else:
         texts = [t for t in corpus if t.strip()]
     if not texts:

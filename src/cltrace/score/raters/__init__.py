@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from cltrace.errors import CltraceError
+from cltrace.errors import UsageError
 from cltrace.score.raters.base import Generated, Judgement, Rater, highlighted_spans
 from cltrace.score.raters.lexical import LexicalRater, description_tokens
 
@@ -62,7 +62,7 @@ RATERS: dict[str, RaterEntry] = {
 def make_rater(key: str, **options) -> Rater:
     """Build the rater registered under ``key`` (options it does not use are ignored)."""
     if key not in RATERS:
-        raise CltraceError(f"unknown rater {key!r}; use one of {', '.join(RATERS)}.")
+        raise UsageError(f"unknown rater {key!r}; use one of {', '.join(RATERS)}.")
     return RATERS[key].build(**options)
 
 
