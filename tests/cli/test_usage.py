@@ -27,6 +27,11 @@ def test_bare_group_prints_help_and_exits_2(cli):
         (["nosuch"], ["nosuch", "cltrace --help"]),
         (["tasks", "make", "--task", "ioi"], ["--out"]),
         (["attribute", "--prompt", "x", "--out", "g.json", "--batch-size", "0"], ["--batch-size"]),
+        (["interpret", "--run", "r", "--explainer", "weightlenz"], ["'weightlenz'", "weightlens"]),
+        (["evaluate", "--run", "r", "--rater", "lexcal"], ["'lexcal'", "lexical"]),
+        (["evaluate", "--run", "r", "--variant", "fadee"], ["'fadee'", "fade or pie"]),
+        (["tasks", "make", "--task", "ioi", "--out", "p.json", "--split", "test"], ["--split"]),
+        (["tasks", "eval"], ["--task", "--data"]),
     ],
 )
 def test_parse_errors_are_one_line_exit_2(cli, tmp_path, args, fragments):
