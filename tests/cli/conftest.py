@@ -7,6 +7,7 @@ given fragments, and no traceback.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -59,7 +60,28 @@ def expect_error(done: subprocess.CompletedProcess, code: int, *fragments: str) 
     line = error_line(done)
     for frag in fragments:
         assert frag.lower() in line.lower(), (frag, line)
+    _log_case(done, line)
     return line
+
+
+def _log_case(done: subprocess.CompletedProcess, line: str) -> None:
+    """With ``CLTRACE_CLI_CASES=FILE``, append the command, exit code and message of each case
+    (the list of cases and messages a release note quotes comes from a real run)."""
+    log = os.environ.get("CLTRACE_CLI_CASES")
+    if log:
+        args = [Path(a).name if os.sep in str(a) else str(a) for a in done.args[1:]]
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(
+                json.dumps(
+                    {
+                        "test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0],
+                        "args": args,
+                        "code": done.returncode,
+                        "line": line,
+                    }
+                )
+                + "\n"
+            )
 
 
 @pytest.fixture(scope="session")
