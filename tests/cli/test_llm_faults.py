@@ -320,7 +320,7 @@ def test_corrupt_config_is_one_line(cli, run, corpus, command):
     before = snapshot(run)
     extra = ["--corpus", corpus] if command == "evaluate" else []
     done = cli(command, "--run", run, *extra)
-    expect_error(done, 1, "config.json is not valid JSON", "cltrace pie --out")
+    expect_error(done, 1, "config.json is not valid JSON", "new --out")
     assert_intact(run, before)
 
 

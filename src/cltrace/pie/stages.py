@@ -55,10 +55,8 @@ def read_descriptions(path: Path, hint: str) -> dict:
 def read_run_config(run_dir: Path) -> dict:
     """The run's ``config.json`` (what stage I ran: model, transcoder, task or data)."""
     path = Path(run_dir) / "config.json"
-    hint = (
-        "pass the --out of cltrace pie, or rerun it to rewrite the file "
-        f"(cltrace pie --out {run_dir})."
-    )
+    # without its config the records cannot be matched to a model, so the run is not resumable
+    hint = "pass the --out of a complete cltrace pie run, or run stage I again in a new --out."
     cfg = read_json(path, hint)
     if not isinstance(cfg, dict):
         raise CltraceError(f"{path} is not a PIE configuration (a JSON object); {hint}")
