@@ -42,6 +42,7 @@ def evaluate(
 
     from rich.console import Console
 
+    from cltrace.cli._apps import state
     from cltrace.errors import UsageError
     from cltrace.score import RATERS, ScoreConfig, evaluate_run
 
@@ -52,6 +53,10 @@ def evaluate(
     cfg = ScoreConfig() if variant == "fade" else ScoreConfig.pie()
     cfg = replace(cfg, faithfulness=faithfulness and cfg.faithfulness)
     console = Console()
+    state.interrupt_note = (
+        f"scores.json in {run} is as it was; the features scored so far are kept in "
+        "scores.partial.json, and rerunning the same command resumes from them"
+    )
     cache = cache_dir or (str(Path(run) / "llm_cache") if rater == "llm" else None)
     evaluate_run(
         run, rater=rater, console=console, corpus=corpus, config=cfg, base_url=base_url,

@@ -43,6 +43,7 @@ def interpret_cmd(
 
     from rich.console import Console
 
+    from cltrace.cli._apps import state
     from cltrace.errors import CltraceError
     from cltrace.interpret.explainers import get_explainer
     from cltrace.interpret.pipeline import InterpretConfig, interpret_run
@@ -58,6 +59,11 @@ def interpret_cmd(
         concurrency=concurrency, max_features=max_features,
     )  # fmt: skip
     console = Console()
+    state.interrupt_note = (
+        f"the files of {run_dir} are as they were before this command (descriptions are "
+        "written only when the stage finishes); the activation store keeps its finished chunks, "
+        "so rerunning the same command resumes the scan"
+    )
     interpret_run(run_dir, console=console, config=cfg)
     console.print(f"descriptions: {run_dir / 'descriptions.json'}  "
                   f"(report: {run_dir / 'report.html'})")  # fmt: skip

@@ -43,7 +43,7 @@ def train_clt(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train a cross-layer (or per-layer) transcoder on the model's MLP activations."""
-    from cltrace.cli._apps import positive_float
+    from cltrace.cli._apps import positive_float, state
     from cltrace.errors import UsageError
     from cltrace.transcoders.activations import ACTIVATIONS
     from cltrace.transcoders.data import load_texts
@@ -68,6 +68,10 @@ def train_clt(
     out = Path(out or ("plt" if per_layer else "clt"))
     adapter = _model(model)
     texts = load_texts(corpus, n_docs, TRAIN_SEED + seed)
+    state.interrupt_note = (
+        f"{out}/checkpoint.pt holds the last checkpoint (every {cfg.checkpoint_every} steps), if "
+        "one was reached; add --resume to the same command to continue from it"
+    )
     train_transcoder(adapter, texts, out, cfg, resume=resume, progress=progress)
     stats = json.loads((out / "train_stats.json").read_text())
     typer.echo(f"saved {out} ({stats['seconds']:.0f} s, {stats['tokens_per_s']:.0f} tokens/s)")
