@@ -1,4 +1,4 @@
-"""Graph JSON for the attribution-graph viewers (FORMATS.md section 2), written and read.
+"""Graph JSON for the attribution-graph viewers (docs/FILE_FORMATS.md section 2), written, read.
 
 One ``<slug>.json`` per graph plus a ``graph-metadata.json`` listing every graph in the folder.
 The pydantic models below are the format: files are validated when written and when read.
@@ -256,7 +256,8 @@ def _read(path: str | Path, model: type[BaseModel], what: str):
     except (json.JSONDecodeError, ValidationError) as exc:
         first = str(exc).splitlines()[0]
         raise CltraceError(
-            f"{what} {p} is not valid ({first}); pass a graph file in the FORMATS.md layout."
+            f"{what} {p} is not valid ({first}); pass a graph file in the graph JSON layout "
+            "(docs/FILE_FORMATS.md)."
         ) from exc
 
 
