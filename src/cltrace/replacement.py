@@ -1,4 +1,4 @@
-"""The local replacement model of one prompt (ALGORITHMS.md section E.1).
+"""The local replacement model of one prompt (docs/METHODS.md §1).
 
 For a prompt, the real model's attention patterns and norm scales are frozen, and each MLP
 output ``y_l`` is written as the transcoder's reconstruction plus an error node::

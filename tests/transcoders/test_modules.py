@@ -1,4 +1,4 @@
-"""The transcoder maths against brute-force loops written straight from ALGORITHMS.md section 0."""
+"""The transcoder maths against brute-force loops written straight from docs/METHODS.md §1."""
 
 from __future__ import annotations
 

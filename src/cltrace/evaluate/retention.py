@@ -1,4 +1,4 @@
-"""Behaviour retention of kept sets (ALGORITHMS.md section A.7).
+"""Behaviour retention of kept sets (docs/METHODS.md §5).
 
 For a kept set ``K`` the removed set is ``R = O \\ K``; the clean prompt runs through the real
 model with ``R`` removed (``P(R)``). Per prompt: last-token KL(p_clean || p_K), whether the top

@@ -1,4 +1,4 @@
-"""Node influence on the logits and the graph scores of ALGORITHMS.md section E.2.
+"""Node influence on the logits and the graph scores of docs/METHODS.md §2.
 
 All quantities are built from ``Â`` = the row-normalised ``|A|`` (rows = targets): each target's
 inputs are turned into shares that sum to 1. Indirect influence is ``B = Â + Â² + …`` and the

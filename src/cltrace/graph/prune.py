@@ -1,4 +1,4 @@
-"""Two-step pruning of an attribution graph (ALGORITHMS.md section E.2).
+"""Two-step pruning of an attribution graph (docs/METHODS.md §2).
 
 1. Nodes: keep the most influential nodes until they hold ``node_threshold`` of the total node
    influence; token and logit nodes are always kept.

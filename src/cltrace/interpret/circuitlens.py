@@ -1,4 +1,4 @@
-"""CircuitLens (ALGORITHMS.md D.3, reconstructed): explain a feature by *why* it fires.
+"""CircuitLens (docs/METHODS.md §6, reconstructed): explain a feature by *why* it fires.
 
 Per activating context (sampled across the store's quantile buckets): the exact direct-path
 attribution of the feature's pre-activation at its activating position to every input token and

@@ -1,4 +1,4 @@
-"""The top-activation LLM explainer (ALGORITHMS.md A.9): show the strongest examples with the
+"""The top-activation LLM explainer (docs/METHODS.md §6): show the strongest examples with the
 active tokens marked and ask for a one-line description."""
 
 from __future__ import annotations

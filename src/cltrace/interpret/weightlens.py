@@ -1,4 +1,4 @@
-"""WeightLens for cross-layer transcoders (ALGORITHMS.md D.2, Golimblevskaia et al. 2025).
+"""WeightLens for cross-layer transcoders (docs/METHODS.md §6, Golimblevskaia et al. 2025).
 
 Describes a feature from weights alone: the vocabulary tokens whose embedding points along its
 encoder (validated by running ``[BOS, token]``), the logits its decoders push up and down, and the

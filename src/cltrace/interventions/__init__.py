@@ -1,4 +1,4 @@
-"""Feature interventions (ALGORITHMS.md E.6): constrained and iterative patching, steering,
+"""Feature interventions (docs/METHODS.md §3): constrained and iterative patching, steering,
 steered generation and mechanistic faithfulness."""
 
 from cltrace.interventions.faithfulness import Faithfulness, mechanistic_faithfulness

@@ -1,4 +1,4 @@
-"""Mechanistic faithfulness of the local replacement model (ALGORITHMS.md section E.6).
+"""Mechanistic faithfulness of the local replacement model (docs/METHODS.md §3).
 
 The same feature perturbation is applied to
 

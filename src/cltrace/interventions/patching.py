@@ -1,4 +1,4 @@
-"""Constrained and iterative patching of feature interventions (ALGORITHMS.md section E.6).
+"""Constrained and iterative patching of feature interventions (docs/METHODS.md §3).
 
 Both run one prompt with feature interventions over a layer range ``[l1, l2]`` and then the
 ordinary forward pass (real MLPs, live attention and norms) from layer ``l2 + 1`` on:
@@ -167,7 +167,7 @@ def constrained_patch(
     layers: tuple[int, int] | None = None,
     freeze_final_norm: bool | None = None,
 ) -> PatchResult:
-    """Constrained patching (ALGORITHMS.md E.6): the intervention is the only change in range.
+    """Constrained patching (docs/METHODS.md §3): the intervention is the only change in range.
 
     ``prompt`` is text (BOS prepended) or token ids ``[pos]``. ``layers = (l1, l2)`` (default:
     the first intervened layer to the last layer) is where each intervened feature's decoders
@@ -258,7 +258,7 @@ def iterative_patch(
     freeze_attention: bool = False,
     freeze_final_norm: bool | None = None,
 ) -> PatchResult:
-    """Iterative patching (ALGORITHMS.md E.6, reconstructed): features respond inside the range.
+    """Iterative patching (docs/METHODS.md §3, reconstructed): features respond inside the range.
 
     For each layer ``s`` of ``layers = (l1, l2)`` (default: first intervened layer to the last
     layer) the transcoder encodes the live MLP input ``x_s`` ``[pos, d_model]``, the intervened

@@ -1,4 +1,4 @@
-"""What an intervention changes, checked against one prompt's clean run (ALGORITHMS.md E.6).
+"""What an intervention changes, checked against one prompt's clean run (docs/METHODS.md §3).
 
 An :class:`Intervention` names one feature occurrence ``(layer, position, feature)`` and either
 a new activation or a multiplier of the clean activation. :func:`resolve` turns a list of them

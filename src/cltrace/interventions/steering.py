@@ -1,4 +1,4 @@
-"""Steering the real model with transcoder features, and steered generation (ALGORITHMS.md E.6).
+"""Steering the real model with transcoder features, and steered generation (docs/METHODS.md §3).
 
 Steering a CLT feature of layer ``l`` by ``alpha`` adds ``alpha * W_dec^{l -> s}[f]`` to the MLP
 output of each layer ``s = l .. L-1``: each decoder once, at its own layer, which is what the

@@ -1,6 +1,6 @@
 """LRP propagation rules through the real MLPs: same forward values, RelP gradients.
 
-Relevance patching (RelP; used by PIE's CLT-RelP baseline, ALGORITHMS.md section A.6) takes the
+Relevance patching (RelP; used by PIE's CLT-RelP baseline, docs/METHODS.md §4) takes the
 gradient of a metric through a model whose backward pass follows layer-wise relevance
 propagation rules instead of the chain rule:
 

@@ -1,4 +1,4 @@
-"""ACDC-style greedy pruning of units (ALGORITHMS.md section A.6, [DEFAULT]).
+"""ACDC-style greedy pruning of units (docs/METHODS.md §4, [DEFAULT]).
 
 After Conmy et al.'s ACDC, on units instead of edges: start with every unit kept; visit units
 from the last layer to the first (within a layer by ascending |FAP|, so likely-unimportant units

@@ -1,4 +1,4 @@
-"""What every PIE scorer shares for one prompt pair (ALGORITHMS.md section A.2).
+"""What every PIE scorer shares for one prompt pair (docs/METHODS.md §4).
 
 For a (clean, corrupt) pair the transcoder is run on both prompts; the occurrence set ``O`` is
 the union of (layer, position, feature) triples active in either run (position 0, the BOS, is

@@ -1,4 +1,4 @@
-"""FActP: exact single-occurrence activation patching (ALGORITHMS.md section A.6, [DEFAULT]).
+"""FActP: exact single-occurrence activation patching (docs/METHODS.md §4, [DEFAULT]).
 
 The non-linearised counterpart of FAP: a unit's score is its measured removal effect
 ``M({u}) = m(clean) - m(clean with u removed)`` from a real patched forward pass. Exact effects are

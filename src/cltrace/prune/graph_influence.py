@@ -1,4 +1,4 @@
-"""Attribution-graph influence as a stage-I score (ALGORITHMS.md section A.6, optional extra).
+"""Attribution-graph influence as a stage-I score (docs/METHODS.md §4, optional extra).
 
 The clean prompt's attribution graph (section E.1) is built with one custom logit node, the
 logit-difference direction ``W_U[:, answer] - W_U[:, wrong]``; every feature node is scored by

@@ -1,4 +1,4 @@
-"""PIE stage I selection methods as registry entries (ALGORITHMS.md sections A.3-A.6).
+"""PIE stage I selection methods as registry entries (docs/METHODS.md §4).
 
 A method turns one prompt pair's :class:`ScoreContext` and a list of budgets into kept sets
 (indices of *units*: occurrences, or position-pooled features with ``unit="feature"``). Adding a

@@ -1,6 +1,6 @@
 """CLT-RelP: FAP with relevance-propagation coefficients instead of direct-path gradients.
 
-PIE's CLT-RelP baseline (ALGORITHMS.md section A.6, after PIE's ``pie/pruning/relp.py``) scores an
+PIE's CLT-RelP baseline (docs/METHODS.md §4, after PIE's ``pie/pruning/relp.py``) scores an
 occurrence as ``sum_s <delta_o^(s), rho_s(t_o)>`` where ``rho_s`` is the metric's gradient at the
 layer-``s`` MLP output taken through a model with attention patterns and every norm scale frozen
 and with the LRP identity and half rules inside the real MLPs (:mod:`cltrace.models.relp`).

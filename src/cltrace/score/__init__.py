@@ -1,6 +1,6 @@
 """Stage III: how well a description matches its feature (FADE, detection, fuzzing).
 
-Metrics (ALGORITHMS.md B and A.10): clarity, responsiveness, purity and faithfulness from FADE,
+Metrics (docs/METHODS.md §7): clarity, responsiveness, purity and faithfulness from FADE,
 plus Eleuther-style detection and fuzzing; all separation statistics are computed in numpy
 (:mod:`cltrace.score.metrics`) and every undefined case is NaN with a reason.
 

@@ -3,7 +3,7 @@
 The model runs on the texts, ``mlp_in.<layer>`` is read, and the CLT's own activation function
 (JumpReLU with its real thresholds, ReLU or TopK) gives the feature values, i.e. the hook and
 activation the transcoder was trained with (PIE's helper used the residual stream after the
-block and a plain ReLU; see ALGORITHMS.md A.10).
+block and a plain ReLU; see docs/METHODS.md §40).
 
 Texts are batched by token length and right-padded. Under causal attention no real token can
 see a later padding token, so padded rows give exactly the single-text values and no attention

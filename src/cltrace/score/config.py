@@ -9,7 +9,7 @@ FADE_ALPHAS: tuple[float, ...] = (-50.0, -10.0, -1.0, 0.0, 1.0, 10.0, 50.0)
 
 @dataclass(frozen=True)
 class ScoreConfig:
-    """How descriptions are scored; the defaults follow FADE (ALGORITHMS.md section B)."""
+    """How descriptions are scored; the defaults follow FADE (docs/METHODS.md §7)."""
 
     reduce: str = "fade"
     """Sequence score: ``fade`` (signed value at the largest |activation|) or ``max`` (PIE)."""

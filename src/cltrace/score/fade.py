@@ -1,4 +1,4 @@
-"""FADE's four metrics for one feature and its description (ALGORITHMS.md section B).
+"""FADE's four metrics for one feature and its description (docs/METHODS.md §7).
 
 ``clarity``         synthetic texts written from the description vs all natural texts: G
 ``responsiveness``  natural texts rated 2 vs rated 0 (rating 1 ignored): G

@@ -1,4 +1,4 @@
-"""Separation statistics of FADE (ALGORITHMS.md section B) in plain numpy.
+"""Separation statistics of FADE (docs/METHODS.md §7) in plain numpy.
 
 Every function returns a :class:`Score`: a value, or NaN with the reason the value is undefined
 (no positives, no negatives, constant scores), so that one degenerate feature never stops a run.

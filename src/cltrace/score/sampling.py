@@ -19,7 +19,7 @@ def bin_sample(
     seed: int = 0,
     exclude: Sequence[int] = (),
 ) -> Int[np.ndarray, " k"]:
-    """Indices of texts to rate, following FADE (ALGORITHMS.md B.2).
+    """Indices of texts to rate, following FADE (docs/METHODS.md §7).
 
     Texts are ranked by activation and split into percentile bins; ``floor(n_samples *
     (1 - top_share) / n_bins)`` are drawn uniformly from each bin (the whole bin if smaller);

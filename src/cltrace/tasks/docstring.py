@@ -1,4 +1,4 @@
-"""Doc-String prompts (Heimersheim & Janiak 2023), in the layout of ALGORITHMS.md A.1.
+"""Doc-String prompts (Heimersheim & Janiak 2023), in the layout of docs/METHODS.md §4.
 
 The prompt is a method signature with four arguments and a docstring that has documented the
 first two; it stops at the third ``:param``, so the answer is the third argument name. The

@@ -1,7 +1,7 @@
 """The cross-layer transcoder module; a per-layer transcoder set is the same module with only the
 ``l -> l`` decoders.
 
-Notation follows ALGORITHMS.md section 0: features of layer ``l`` read the MLP input ``x_l`` and
+Notation follows docs/METHODS.md §1: features of layer ``l`` read the MLP input ``x_l`` and
 write into the MLP outputs of layers ``l .. l + n_out(l) - 1``, where ``n_out(l) = L - l`` for a
 CLT and ``1`` for a PLT. Decoder ``W_dec[l]`` is ``[F, n_out(l), D]`` in both cases, so every
 method below has one code path.

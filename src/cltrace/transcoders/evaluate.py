@@ -1,4 +1,4 @@
-"""Transcoder quality (ALGORITHMS.md E.5): per-layer FVU, L0, dead features, and how well the
+"""Transcoder quality (docs/METHODS.md §1): per-layer FVU, L0, dead features, and how well the
 model still predicts when every MLP output is replaced by the transcoder's reconstruction."""
 
 from __future__ import annotations
