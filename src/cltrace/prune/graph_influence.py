@@ -21,7 +21,7 @@ from torch import Tensor
 from cltrace.graph import attribute, logit_difference_direction
 from cltrace.graph.influence import node_influence
 from cltrace.graph.nodes import NodeIndex
-from cltrace.prune.components import PairComponents
+from cltrace.prune.components import PairComponents, occurrence_key
 from cltrace.prune.methods import ScoreContext
 
 
@@ -33,8 +33,8 @@ def node_values_to_occurrences(
 ) -> Float[Tensor, " n"]:
     """Place a value per graph feature node on the matching occurrence (0 where none matches)."""
     T = comps.n_pos
-    keys = (comps.layer * T + comps.position) * d_features + comps.feature  # sorted ascending
-    node_keys = (index.feat_layer * T + index.feat_pos) * d_features + index.feat_id
+    keys = occurrence_key(comps.layer, comps.position, comps.feature, T, d_features)  # ascending
+    node_keys = occurrence_key(index.feat_layer, index.feat_pos, index.feat_id, T, d_features)
     out = torch.zeros(comps.n)
     if comps.n == 0 or node_keys.numel() == 0:
         return out
