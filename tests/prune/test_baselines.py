@@ -14,7 +14,6 @@ from cltrace.prune.acdc import acdc_run, visiting_order
 from cltrace.prune.factp import factp_effects
 from cltrace.prune.graph_influence import (
     graph_influence_scores,
-    logit_diff_direction,
     node_values_to_occurrences,
 )
 from cltrace.prune.relp import relp_scores
@@ -183,7 +182,7 @@ def test_graph_influence_matches_dense_inverse(setup):
     adapter, tc = setup
     comps = compute_components(adapter, tc, PAIR)
     ctx = ScoreContext(comps, tc, PruneConfig())
-    direction = logit_diff_direction(comps)
+    direction = logit_difference_direction(adapter, comps.answer, comps.wrong)
     torch.testing.assert_close(direction, logit_difference_direction(adapter, " w2", " w7"))
     s = graph_influence_scores(ctx)
     graph = attribute(adapter, tc, comps.tokens, direction=direction)

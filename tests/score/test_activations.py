@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from cltrace.score.activations import feature_values, pool, sequence_scores, token_activations
+from cltrace.interpret.features import encode_subset
+from cltrace.score.activations import pool, sequence_scores, token_activations
 from cltrace.testing import random_transcoder, tiny_model
 from tests.score.conftest import TEXTS
 
@@ -59,4 +60,4 @@ def test_feature_values_match_encode(activation):
     tc = random_transcoder(adapter, d_features=16, activation=activation, k=4)
     x = torch.randn(2, 5, adapter.d_model)
     ids = [3, 0, 9]
-    torch.testing.assert_close(feature_values(tc, 1, x, ids), tc.encode(1, x)[..., ids])
+    torch.testing.assert_close(encode_subset(tc, 1, x, ids), tc.encode(1, x)[..., ids])

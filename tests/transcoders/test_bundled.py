@@ -22,9 +22,12 @@ def model():
     return load_model()
 
 
-@pytest.mark.parametrize("directory,cross", [(BUNDLED_CLT_DIR, True), (BUNDLED_PLT_DIR, False)])
+# FVU on the sentence below as measured: CLT 0.033, PLT 0.043; bounds about 20% above
+@pytest.mark.parametrize(
+    "directory,cross,max_fvu", [(BUNDLED_CLT_DIR, True, 0.04), (BUNDLED_PLT_DIR, False, 0.052)]
+)
 @torch.no_grad()
-def test_bundled_transcoder_fits_bundled_model(model, directory, cross):
+def test_bundled_transcoder_fits_bundled_model(model, directory, cross, max_fvu):
     tc = load_transcoder(directory, model=model)
     assert tc.cfg.cross_layer == cross and tc.n_features() >= 2000
     assert tc.W_enc[0].dtype == torch.float32
@@ -35,5 +38,31 @@ def test_bundled_transcoder_fits_bundled_model(model, directory, cross):
     x = torch.stack([cache[f"mlp_in.{i}"][0] for i in range(model.n_layers)])
     y = torch.stack([cache[f"mlp_out.{i}"][0] for i in range(model.n_layers)])
     fvu = ((tc.reconstruct(x) - y) ** 2).sum() / ((y - y.mean(1, keepdim=True)) ** 2).sum()
-    assert fvu < 0.3
+    assert fvu < max_fvu
     assert len(tc.encode_sparse(x)) > 800  # enough occurrences for K = 50..800 budgets
+
+
+# README's figures (`cltrace transcoder eval --json`, 20,001 held-out tokens), as measured:
+# CLT FVU 0.051 / 0.039 / 0.040 / 0.045, L0 mean 21.4, agreement 0.826, KL 0.154;
+# PLT FVU mean 0.048, L0 mean 27.2, agreement 0.802, KL 0.184. Bounds: 15% of each.
+README_FIGURES = {
+    "clt": dict(fvu=[0.051, 0.039, 0.040, 0.045], l0=21.4, agreement=0.826, kl=0.154),
+    "plt": dict(fvu=[0.056, 0.043, 0.046, 0.048], l0=27.2, agreement=0.802, kl=0.184),
+}
+
+
+@pytest.mark.parametrize("directory", [BUNDLED_CLT_DIR, BUNDLED_PLT_DIR], ids=["clt", "plt"])
+def test_bundled_transcoder_matches_readme_figures(model, directory):
+    from cltrace.cli.transcoders import EVAL_SEED
+    from cltrace.transcoders.data import load_texts
+    from cltrace.transcoders.evaluate import evaluate_transcoder
+
+    want = README_FIGURES[directory.name]
+    tc = load_transcoder(directory, model=model)
+    report = evaluate_transcoder(model, tc, load_texts(None, 4000, EVAL_SEED), n_tokens=20_000)
+    assert report.fvu == pytest.approx(want["fvu"], rel=0.15)
+    assert report.mean_l0 == pytest.approx(want["l0"], rel=0.15)
+    assert report.dead_share == 0.0
+    # agreement near 1: 15% of the disagreement (0.174, 0.198), not of the agreement
+    assert report.replacement_agreement >= 1 - 1.15 * (1 - want["agreement"])
+    assert report.replacement_kl <= 1.15 * want["kl"]

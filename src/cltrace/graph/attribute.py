@@ -279,11 +279,14 @@ def _resolve_targets(
 
 
 def logit_difference_direction(
-    adapter: ModelAdapter, answer: str, distractor: str
+    adapter: ModelAdapter, answer: str | int, distractor: str | int
 ) -> Float[Tensor, " d_model"]:
-    """Read vector of ``logit[answer] - logit[distractor]`` (a custom logit target)."""
+    """Read vector of ``logit[answer] - logit[distractor]`` (a custom logit target).
+
+    Each of ``answer`` and ``distractor`` is a single-token text or a token id (ids need no
+    decoding, which need not round-trip)."""
     W_U = adapter.W_U.detach().float()
-    a, d = adapter.single_token_id(answer), adapter.single_token_id(distractor)
+    a, d = (t if isinstance(t, int) else adapter.single_token_id(t) for t in (answer, distractor))
     return W_U[:, a] - W_U[:, d]
 
 

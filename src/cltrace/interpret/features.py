@@ -55,16 +55,21 @@ def encode_subset(
     transcoder: CrossLayerTranscoder,
     layer: int,
     x: Float[Tensor, "... D"],
-    ids: Int[Tensor, " n"],
+    ids: Int[Tensor, " n"] | Sequence[int],
 ) -> Float[Tensor, "... n"]:
-    """Activations of features ``ids`` of ``layer``; equals ``transcoder.encode(...)[..., ids]``."""
-    ids = torch.as_tensor(ids, dtype=torch.long)
+    """Activations of features ``ids`` of ``layer``; equals ``transcoder.encode(...)[..., ids]``.
+
+    JumpReLU and ReLU act per feature, so only the chosen encoder rows are applied; TopK
+    competes over all features of the layer, so the whole layer is encoded first.
+    """
+    ids = ids if isinstance(ids, Tensor) else list(ids)
+    idx = torch.as_tensor(ids, dtype=torch.long, device=transcoder.W_enc[layer].device)
     cfg = transcoder.cfg
     if cfg.activation == "topk":
-        return transcoder.encode(layer, x)[..., ids]
-    w = transcoder.W_enc[layer][ids]
-    pre = x.to(w.dtype) @ w.T + transcoder.b_enc[layer][ids]
-    thr = transcoder.threshold[layer][ids] if transcoder.threshold is not None else None
+        return transcoder.encode(layer, x)[..., idx]
+    w = transcoder.W_enc[layer][idx]
+    pre = x.to(w.dtype) @ w.T + transcoder.b_enc[layer][idx]
+    thr = transcoder.threshold[layer][idx] if transcoder.threshold is not None else None
     return ACTIVATIONS[cfg.activation](pre, thr, cfg.k)
 
 

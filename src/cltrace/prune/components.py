@@ -146,6 +146,24 @@ class PairComponents:
 
 
 @torch.no_grad()
+def occurrence_key(
+    layer: Int[Tensor, " n"],
+    position: Int[Tensor, " n"],
+    feature: Int[Tensor, " n"],
+    n_pos: int,
+    d_features: int,
+) -> Int[Tensor, " n"]:
+    """One integer per (layer, position, feature) occurrence, ascending in that order."""
+    return (layer * n_pos + position) * d_features + feature
+
+
+def split_occurrence_key(
+    keys: Int[Tensor, " n"], n_pos: int, d_features: int
+) -> tuple[Int[Tensor, " n"], Int[Tensor, " n"], Int[Tensor, " n"]]:
+    """``(layer, position, feature)`` of keys made by :func:`occurrence_key`."""
+    return keys // (d_features * n_pos), (keys // d_features) % n_pos, keys % d_features
+
+
 def compute_components(
     adapter: ModelAdapter,
     transcoder: CrossLayerTranscoder,
@@ -182,16 +200,14 @@ def compute_components(
     act_c = active_occurrences(transcoder, x_clean)
     act_k = active_occurrences(transcoder, x_corr)
     T, F = clean.shape[1], transcoder.d_features
-    key_c = (act_c.layer * T + act_c.position) * F + act_c.feature
-    key_k = (act_k.layer * T + act_k.position) * F + act_k.feature
+    key_c = occurrence_key(act_c.layer, act_c.position, act_c.feature, T, F)
+    key_k = occurrence_key(act_k.layer, act_k.position, act_k.feature, T, F)
     keys = torch.unique(torch.cat([key_c, key_k]))  # sorted: (layer, position, feature) order
     a_clean = torch.zeros(keys.numel())
     a_corr = torch.zeros(keys.numel())
     a_clean[torch.searchsorted(keys, key_c)] = act_c.value
     a_corr[torch.searchsorted(keys, key_k)] = act_k.value
-    feature = keys % F
-    position = (keys // F) % T
-    layer = keys // (F * T)
+    layer, position, feature = split_occurrence_key(keys, T, F)
     delta = a_clean - (a_corr if policy == "corrupted_prompt" else 0.0)
     writes = torch.zeros(keys.numel(), L, adapter.d_model)
     for src in range(L):

@@ -18,21 +18,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from cltrace.graph import attribute
+from cltrace.graph import attribute, logit_difference_direction
 from cltrace.graph.influence import node_influence
 from cltrace.graph.nodes import NodeIndex
-from cltrace.prune.components import PairComponents
+from cltrace.prune.components import PairComponents, occurrence_key
 from cltrace.prune.methods import ScoreContext
-
-
-def logit_diff_direction(comps: PairComponents) -> Float[Tensor, " d_model"]:
-    """Read vector of ``logit[answer] - logit[wrong]``.
-
-    The same vector as :func:`cltrace.graph.logit_difference_direction`, built from the token ids
-    the components already hold (decoding them back to strings need not round-trip).
-    """
-    W_U = comps.adapter.W_U.detach().float()
-    return W_U[:, comps.answer] - W_U[:, comps.wrong]
 
 
 def node_values_to_occurrences(
@@ -43,8 +33,8 @@ def node_values_to_occurrences(
 ) -> Float[Tensor, " n"]:
     """Place a value per graph feature node on the matching occurrence (0 where none matches)."""
     T = comps.n_pos
-    keys = (comps.layer * T + comps.position) * d_features + comps.feature  # sorted ascending
-    node_keys = (index.feat_layer * T + index.feat_pos) * d_features + index.feat_id
+    keys = occurrence_key(comps.layer, comps.position, comps.feature, T, d_features)  # ascending
+    node_keys = occurrence_key(index.feat_layer, index.feat_pos, index.feat_id, T, d_features)
     out = torch.zeros(comps.n)
     if comps.n == 0 or node_keys.numel() == 0:
         return out
@@ -58,7 +48,10 @@ def graph_influence_scores(ctx: ScoreContext) -> Float[Tensor, " units"]:
     """Each unit's summed node influence on the logit-difference node."""
     comps = ctx.comps
     graph = attribute(
-        comps.adapter, ctx.transcoder, comps.tokens, direction=logit_diff_direction(comps)
+        comps.adapter,
+        ctx.transcoder,
+        comps.tokens,
+        direction=logit_difference_direction(comps.adapter, comps.answer, comps.wrong),
     )
     inf = node_influence(graph)[graph.index.features()]
     return ctx.pool(node_values_to_occurrences(comps, graph.index, inf, ctx.transcoder.d_features))

@@ -19,12 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from jaxtyping import Float
-from torch import Tensor
 
 from cltrace.errors import CltraceError
+from cltrace.interpret.features import encode_subset
 from cltrace.models.adapter import ModelAdapter
 from cltrace.transcoders import CrossLayerTranscoder
-from cltrace.transcoders.activations import ACTIVATIONS
 
 Feature = tuple[int, int]
 """A transcoder feature ``(layer, index)``."""
@@ -40,23 +39,6 @@ class TokenActivations:
     """Token ids of the text as scored (after truncation, without BOS)."""
     acts: Float[np.ndarray, "n_features pos"]
     """Feature values at each of those tokens."""
-
-
-def feature_values(
-    transcoder: CrossLayerTranscoder, layer: int, x: Float[Tensor, "... D"], ids: Sequence[int]
-) -> Float[Tensor, "... n"]:
-    """Activations of features ``ids`` of ``layer`` from its MLP input ``x``.
-
-    JumpReLU and ReLU act per feature, so only the chosen encoder rows are applied; TopK
-    competes over all features of the layer, so the whole layer is encoded first.
-    """
-    idx = torch.as_tensor(list(ids), dtype=torch.long, device=transcoder.W_enc[layer].device)
-    if transcoder.cfg.activation == "topk":
-        return transcoder.encode(layer, x)[..., idx]
-    w, b = transcoder.W_enc[layer][idx], transcoder.b_enc[layer][idx]
-    pre = x.to(w.dtype) @ w.T + b
-    thr = transcoder.threshold[layer][idx] if transcoder.threshold is not None else None
-    return ACTIVATIONS[transcoder.cfg.activation](pre, thr, transcoder.cfg.k)
 
 
 def tokenize(adapter: ModelAdapter, texts: Sequence[str], max_tokens: int) -> list[list[int]]:
@@ -120,7 +102,7 @@ def iter_token_activations(
             adapter(tokens, attention_mask=torch.ones_like(tokens))
             for layer, cols in by_layer.items():
                 ids = [features[j][1] for j in cols]
-                vals = feature_values(transcoder, layer, cache[f"mlp_in.{layer}"], ids)
+                vals = encode_subset(transcoder, layer, cache[f"mlp_in.{layer}"], ids)
                 acts[:, :, cols] = vals.float().cpu()
         for b, i in enumerate(group):
             n = len(rows[i])

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cltrace.errors import CltraceError
 from cltrace.evaluate.stats import bootstrap_ci
-from cltrace.files import RunLock, atomic_write_json, read_json, read_text_lines, require_run_dir
+from cltrace.files import RunLock, atomic_write_json, read_json, require_run_dir
 from cltrace.pie.stages import read_descriptions, read_kept_features, read_run_config
 from cltrace.score.activations import sequence_scores
 from cltrace.score.config import ScoreConfig
@@ -37,21 +36,9 @@ N_NATURAL = 2000
 def load_texts(corpus: str | os.PathLike | Sequence[str] | None, n: int, seed: int) -> list[str]:
     """Natural texts: a list as given, a text file (one text per non-empty line), or, for None,
     ``n`` held-out documents of the bundled synthetic corpus drawn with ``seed``."""
-    if corpus is None:
-        from cltrace.bundled import CorpusConfig, generate_corpus
+    from cltrace.corpus import load_texts as load
 
-        return generate_corpus(CorpusConfig(n_docs=n, seed=seed))
-    if isinstance(corpus, (str, os.PathLike)):
-        path = Path(corpus)
-        if not path.is_file():
-            raise CltraceError(f"corpus file {path} does not exist; pass a text file, one text "
-                               "per line.")  # fmt: skip
-        texts = read_text_lines(path)
-    else:
-        texts = [t for t in corpus if t.strip()]
-    if not texts:
-        raise CltraceError(f"the corpus {corpus} holds no text; pass one text per line.")
-    return texts
+    return load(corpus, n if corpus is None else None, seed)
 
 
 def _description(entry) -> str:

@@ -16,8 +16,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from cltrace.interpret.features import encode_subset
 from cltrace.models.adapter import Hook, ModelAdapter
-from cltrace.score.activations import feature_values
 from cltrace.transcoders import CrossLayerTranscoder
 
 
@@ -30,7 +30,7 @@ def clamp_hooks(
     state: dict[str, Tensor] = {}
 
     def read(x: Tensor) -> None:
-        state["a"] = feature_values(transcoder, layer, x, [feature])[..., 0]
+        state["a"] = encode_subset(transcoder, layer, x, [feature])[..., 0]
         return None
 
     hooks: dict[str, Hook] = {f"mlp_in.{layer}": read}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
@@ -13,42 +11,15 @@ from cltrace.errors import CltraceError
 
 def bundled_texts(n_docs: int, seed: int) -> list[str]:
     """Documents of the bundled synthetic corpus (a seed other than the model's = unseen text)."""
-    from cltrace.bundled.corpus import CorpusConfig, generate_corpus
-
-    return generate_corpus(CorpusConfig(n_docs=n_docs, seed=seed))
+    return load_texts(None, n_docs, seed)
 
 
 def load_texts(source: str | None, n_docs: int, seed: int) -> list[str]:
     """Documents from ``source``: ``None``/``"bundled"``, a text file (one document per
     non-empty line) or a Hugging Face dataset name (its ``text`` column, train split)."""
-    if source in (None, "", "bundled"):
-        return bundled_texts(n_docs, seed)
-    path = Path(source).expanduser()
-    if path.is_file():
-        from cltrace.files import read_text_lines
+    from cltrace.corpus import load_texts as load
 
-        return read_text_lines(path)[:n_docs]
-    try:
-        import datasets
-    except ImportError as exc:
-        raise CltraceError(
-            f"Corpus {source!r} is not a file, and reading Hugging Face datasets needs the "
-            "'datasets' package; pip install datasets or pass a text file."
-        ) from exc
-    try:
-        ds = datasets.load_dataset(source, split="train", streaming=True)
-        docs = []
-        for row in ds:
-            if row.get("text"):
-                docs.append(row["text"])
-            if len(docs) >= n_docs:
-                break
-    except Exception as exc:
-        raise CltraceError(
-            f"Could not read dataset {source!r} ({type(exc).__name__}); pass a text file or a "
-            "dataset with a 'text' column."
-        ) from exc
-    return docs
+    return load(source, n_docs, seed, bare_dataset_names=True)
 
 
 def model_context(model, default: int = 96) -> int:

@@ -1,0 +1,79 @@
+"""Documents for training, interpretation and scoring: one loader for every corpus source."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from cltrace.errors import CltraceError
+
+BUNDLED = "bundled"
+
+
+def load_texts(
+    source: str | os.PathLike | Sequence[str] | None,
+    n_docs: int | None,
+    seed: int,
+    *,
+    bare_dataset_names: bool = False,
+    unescape_newlines: bool = False,
+) -> list[str]:
+    """Up to ``n_docs`` documents (all of a file or list for ``None``) from ``source``.
+
+    ``None``, ``""`` or ``"bundled"``: ``n_docs`` documents of the bundled synthetic corpus drawn
+    with ``seed``. A list of strings: its non-empty ones. An existing text file: one document
+    per non-empty line (:func:`cltrace.files.read_text_lines`); ``unescape_newlines`` turns
+    literal ``\\n`` into newlines, so a one-line document can hold code. ``hf:<name>[:<split>]``
+    (or, with ``bare_dataset_names``, any name that is not a file): a Hugging Face dataset's
+    ``text`` column, train split by default (needs the optional ``datasets`` package).
+    """
+    if source is None or (isinstance(source, str) and source in ("", BUNDLED)):
+        from cltrace.bundled.corpus import CorpusConfig, generate_corpus
+
+        return generate_corpus(CorpusConfig(n_docs=n_docs, seed=seed))
+    if not isinstance(source, (str, os.PathLike)):
+        texts = [t for t in source if t.strip()]
+        if not texts:
+            raise CltraceError("the corpus list holds no text; pass at least one document.")
+        return texts[:n_docs]
+    if isinstance(source, str) and source.startswith("hf:"):
+        return _hf_texts(source[3:], n_docs)
+    path = Path(source).expanduser()
+    if path.is_file():
+        from cltrace.files import read_text_lines
+
+        texts = read_text_lines(path)[:n_docs]
+        return [t.replace("\\n", "\n") for t in texts] if unescape_newlines else texts
+    if bare_dataset_names:
+        return _hf_texts(str(source), n_docs)
+    raise CltraceError(
+        f"corpus file {source} does not exist; pass a text file with one document per line, "
+        "'bundled', or 'hf:<dataset>'."
+    )
+
+
+def _hf_texts(spec: str, n_docs: int | None) -> list[str]:
+    try:
+        import datasets  # optional: not a cltrace dependency
+    except ImportError:
+        raise CltraceError(
+            f"corpus {spec!r} is not a file, and reading Hugging Face datasets needs the optional "
+            "'datasets' package; pip install datasets, or pass a text file."
+        ) from None
+    name, _, split = spec.partition(":")
+    try:
+        ds = datasets.load_dataset(name, split=split or "train", streaming=True)
+        docs = []
+        for row in ds:
+            text = row.get("text") or next((v for v in row.values() if isinstance(v, str)), "")
+            if text.strip():
+                docs.append(text)
+            if n_docs is not None and len(docs) >= n_docs:
+                break
+    except Exception as exc:  # datasets raises many types for a bad name or no network
+        raise CltraceError(
+            f"could not read dataset {name!r} ({type(exc).__name__}); check the name and the "
+            "network, or pass a text file with one document per line."
+        ) from exc
+    return docs
