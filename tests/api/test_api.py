@@ -153,6 +153,8 @@ def test_method_names_accept_dashes(assets, loaded):
     assert res.methods == ["fap_synergy", "act_mag"]
     assert res.kept("fap-synergy", 2) == res.kept("fap_synergy", 2)
     assert res.mean("act-mag", 2) == res.results["methods"]["act_mag"]["2"]["kl"]["mean"]
+    cfg = PieConfig(methods=("fap", "fap-synergy"), interpret_method="fap-synergy")
+    assert (cfg.methods, cfg.interpret_method) == (("fap", "fap_synergy"), "fap_synergy")
     with pytest.raises(CltraceError, match="no results"):
         res.kept("fap", 2)
     with pytest.raises(CltraceError, match="unknown method"):

@@ -81,6 +81,11 @@ class PieConfig:
     allow_unk: bool = False
     """Read words of ``data`` the tokenizer does not know as its unk token (with a warning)."""
 
+    def __post_init__(self) -> None:
+        # registry keys: fap-synergy and fap_synergy name one method (as in get_method)
+        self.methods = tuple(k.replace("-", "_") for k in self.methods)
+        self.interpret_method = self.interpret_method.replace("-", "_")
+
     def to_json(self) -> dict:
         d = asdict(self)
         d["methods"] = list(self.methods)
