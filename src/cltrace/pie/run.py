@@ -81,6 +81,11 @@ class PieConfig:
     allow_unk: bool = False
     """Read words of ``data`` the tokenizer does not know as its unk token (with a warning)."""
 
+    def __post_init__(self) -> None:
+        # registry keys: fap-synergy and fap_synergy name one method (as in get_method)
+        self.methods = tuple(k.replace("-", "_") for k in self.methods)
+        self.interpret_method = self.interpret_method.replace("-", "_")
+
     def to_json(self) -> dict:
         d = asdict(self)
         d["methods"] = list(self.methods)
@@ -142,6 +147,15 @@ def _load_pairs(cfg: PieConfig, adapter):
 
 def score_prompt(index: int, pair, adapter, transcoder, cfg: PieConfig) -> dict:
     """All methods and budgets on one prompt: its ``records.jsonl`` line."""
+    return score_prompt_kept(index, pair, adapter, transcoder, cfg, every_set=False)[0]
+
+
+def score_prompt_kept(
+    index: int, pair, adapter, transcoder, cfg: PieConfig, every_set: bool = True
+) -> tuple[dict, dict[tuple[str, int], list[list]]]:
+    """:func:`score_prompt` plus the kept sets of seed 0: ``{(method, K): units}``, each unit
+    ``[layer, feature, position, fap score]`` as in the record's ``interpret_kept``; every
+    method and budget, or with ``every_set=False`` only the interpretation method's."""
     comps = compute_components(adapter, transcoder, pair, cfg.prune.policy, cfg.prune.grad_mode)
     ctx = ScoreContext(comps, transcoder, cfg.prune, prompt_index=index)
     budgets = list(cfg.prune.budgets)
@@ -159,17 +173,11 @@ def score_prompt(index: int, pair, adapter, transcoder, cfg: PieConfig) -> dict:
     t0 = time.perf_counter()
     rows, ref = evaluate_kept(ctx, kept)
     timings["evaluate"] = time.perf_counter() - t0
-    interp = kept.get((cfg.interpret_method, cfg.interpret_budget, 0))
-    interp_units = []
-    if interp is not None:
-        member = torch.zeros(ctx.n_units, dtype=torch.bool)
-        member[interp] = True
-        occ = member[ctx.groups].nonzero().squeeze(1)
-        scores = ctx.fap[ctx.groups[occ]]
-        interp_units = [
-            [int(comps.layer[o]), int(comps.feature[o]), int(comps.position[o]), float(s)]
-            for o, s in zip(occ.tolist(), scores.tolist(), strict=True)
-        ]
+    units = {
+        (key, k): _kept_units(ctx, comps, chosen)
+        for (key, k, seed), chosen in kept.items()
+        if seed == 0 and (every_set or (key, k) == (cfg.interpret_method, cfg.interpret_budget))
+    }
     record = {
         "index": index,
         "clean": pair.clean,
@@ -178,10 +186,22 @@ def score_prompt(index: int, pair, adapter, transcoder, cfg: PieConfig) -> dict:
         "n_units": ctx.n_units,
         **ref,
         "results": [r.to_json() for r in rows],
-        "interpret_kept": interp_units,
+        "interpret_kept": units.get((cfg.interpret_method, cfg.interpret_budget), []),
         "seconds": timings,
     }
-    return record
+    return record, units
+
+
+def _kept_units(ctx: ScoreContext, comps, chosen: torch.Tensor) -> list[list]:
+    """The occurrences of the kept units: ``[layer, feature, position, fap score]`` each."""
+    member = torch.zeros(ctx.n_units, dtype=torch.bool)
+    member[chosen] = True
+    occ = member[ctx.groups].nonzero().squeeze(1)
+    scores = ctx.fap[ctx.groups[occ]]
+    return [
+        [int(comps.layer[o]), int(comps.feature[o]), int(comps.position[o]), float(s)]
+        for o, s in zip(occ.tolist(), scores.tolist(), strict=True)
+    ]
 
 
 def run_pie(

@@ -182,6 +182,7 @@ def register(method: Method) -> Method:
 
 
 def get_method(key: str) -> Method:
+    key = key.replace("-", "_")  # fap-synergy and fap_synergy name the same method
     if key not in METHODS:
         raise UsageError(f"unknown method {key!r}; use one of {', '.join(METHODS)}.")
     return METHODS[key]
