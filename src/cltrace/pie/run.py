@@ -223,6 +223,9 @@ def run_pie(
     validate(cfg)
     out = Path(out)
     check_out_path(out, "run directory")
+    if out.is_dir():
+        with RunLock(out):  # a directory in use fails now, not after the model has loaded
+            pass
     adapter = load_model(cfg.model)
     transcoder = load_transcoder(cfg.transcoder or BUNDLED_CLT_DIR, model=adapter)
     pairs = _load_pairs(cfg, adapter)
