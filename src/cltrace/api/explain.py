@@ -89,6 +89,7 @@ def explain(
     with tempfile.TemporaryDirectory(prefix="cltrace-store-") as tmp:
         where = Path(store_dir) if store_dir is not None else Path(tmp)
         store, _ = build_store(adapter, tc, unique, where, cfg, docs=docs, replace_stale=True)
+        assert store is not None  # only a scan stopped early (a test hook) returns no store
         expl = spec.explain(ExplainContext(adapter, tc, store), unique)
         notes = {
             k: FeatureNote(

@@ -19,7 +19,7 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: str = "cpu
     """
     from cltrace.models import load_model as _load_model
 
-    return _load_model(name_or_path, device=device)
+    return _load_model(None if name_or_path is None else str(name_or_path), device=device)
 
 
 def load_transcoder(

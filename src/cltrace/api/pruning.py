@@ -161,7 +161,8 @@ def prune(
         random_sweep=tuple(int(k) for k in random_sweep), interpret_method=interp,
         interpret_budget=100 if 100 in ks else max(ks), n_boot=n_boot, allow_unk=allow_unk,
     )  # fmt: skip
-    records, kept_units = [], {}
+    records: list[dict] = []
+    kept_units: dict[tuple, list] = {}
     for i, pair in enumerate(pairs):
         record, units = score_prompt_kept(i, pair, adapter, tc, cfg)
         records.append(record)
