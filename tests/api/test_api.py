@@ -15,8 +15,7 @@ from cltrace.errors import CltraceError
 from cltrace.graph import attribute as graph_attribute
 from cltrace.graph.export import load_graph_json, read_graph_list
 from cltrace.graph.influence import graph_scores
-from cltrace.graph.prune import PruneConfig as GraphPruneConfig
-from cltrace.graph.prune import prune_graph
+from cltrace.graph.prune import GraphPruneConfig, prune_graph
 from cltrace.pie import PieConfig, run_pie
 from cltrace.pie.results import _clean_json
 from cltrace.prune import PruneConfig, get_method

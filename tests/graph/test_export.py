@@ -16,7 +16,7 @@ from cltrace.graph.export import (
     read_graph_list,
     write_graph_json,
 )
-from cltrace.graph.prune import PruneConfig, prune_graph
+from cltrace.graph.prune import GraphPruneConfig, prune_graph
 from cltrace.testing import random_transcoder, tiny_model
 from tests.graph.handmade import handmade_graph
 
@@ -48,7 +48,7 @@ def expected_sets(graph, result):
 @pytest.mark.parametrize("thresholds", [(0.8, 0.98), (1.0, 1.0)])
 def test_round_trip_matches_pruned_graph(setup, tmp_path, thresholds):
     adapter, graph = setup
-    result = prune_graph(graph, PruneConfig(*thresholds))
+    result = prune_graph(graph, GraphPruneConfig(*thresholds))
     doc = graph_document(graph, "tiny", result, decode=_decode(adapter))
     path = write_graph_json(doc, tmp_path)
     assert path == tmp_path / "tiny.json"
@@ -69,7 +69,7 @@ def test_round_trip_matches_pruned_graph(setup, tmp_path, thresholds):
 def test_node_fields_follow_the_format(setup, tmp_path):
     adapter, graph = setup
     idx = graph.index
-    result = prune_graph(graph, PruneConfig(1.0, 1.0))
+    result = prune_graph(graph, GraphPruneConfig(1.0, 1.0))
     doc = graph_document(graph, "tiny", result, decode=_decode(adapter))
     raw = json.loads(write_graph_json(doc, tmp_path).read_text())
     assert set(raw) == {"metadata", "qParams", "nodes", "links"}

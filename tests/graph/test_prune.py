@@ -9,7 +9,7 @@ import torch
 from cltrace.errors import CltraceError
 from cltrace.graph import AttributionConfig, attribute
 from cltrace.graph.influence import node_influence
-from cltrace.graph.prune import PruneConfig, cover_threshold, cumulative_influence, prune_graph
+from cltrace.graph.prune import GraphPruneConfig, cover_threshold, cumulative_influence, prune_graph
 from cltrace.testing import random_transcoder, tiny_model
 from tests.graph.handmade import E0, E1, F0, F1, K0, K1, T, handmade_graph
 
@@ -28,10 +28,10 @@ def kept(result) -> set[int]:
 
 
 def test_thresholds_of_one_keep_everything(tiny_graph):
-    result = prune_graph(tiny_graph, PruneConfig(node_threshold=1.0, edge_threshold=1.0))
+    result = prune_graph(tiny_graph, GraphPruneConfig(node_threshold=1.0, edge_threshold=1.0))
     assert result.node_mask.all()
     assert torch.equal(result.edge_mask, tiny_graph.adjacency != 0)
-    hand = prune_graph(handmade_graph(), PruneConfig(1.0, 1.0))
+    hand = prune_graph(handmade_graph(), GraphPruneConfig(1.0, 1.0))
     assert kept(hand) == set(ALL)
 
 
@@ -39,11 +39,11 @@ def test_node_threshold_drops_the_least_influential_nodes():
     # influences (by path enumeration in test_influence): t .5325, f1 .39, f0 .315, e1 .195,
     # e0 .1725 of 1.605; cumulative shares .332, .575, .771, .893, 1.0
     g = handmade_graph()
-    assert kept(prune_graph(g, PruneConfig(0.5, 1.0))) == {T, F1, K0, K1}
-    assert kept(prune_graph(g, PruneConfig(0.75, 1.0))) == {T, F1, F0, K0, K1}
-    assert kept(prune_graph(g, PruneConfig(0.8, 1.0))) == {T, F1, F0, E1, K0, K1}
+    assert kept(prune_graph(g, GraphPruneConfig(0.5, 1.0))) == {T, F1, K0, K1}
+    assert kept(prune_graph(g, GraphPruneConfig(0.75, 1.0))) == {T, F1, F0, K0, K1}
+    assert kept(prune_graph(g, GraphPruneConfig(0.8, 1.0))) == {T, F1, F0, E1, K0, K1}
     # logits (influence 0) and tokens stay even at threshold 0
-    assert kept(prune_graph(g, PruneConfig(0.0, 1.0))) == {T, K0, K1}
+    assert kept(prune_graph(g, GraphPruneConfig(0.0, 1.0))) == {T, K0, K1}
 
 
 def test_feature_whose_edges_all_fall_below_the_edge_threshold_is_dropped():
@@ -57,7 +57,7 @@ def test_feature_whose_edges_all_fall_below_the_edge_threshold_is_dropped():
         K1: {T: 1.0, F1: 1.0, F0: 0.25},
     }
     result = prune_graph(
-        handmade_graph(edges), PruneConfig(node_threshold=1.0, edge_threshold=0.85)
+        handmade_graph(edges), GraphPruneConfig(node_threshold=1.0, edge_threshold=0.85)
     )
     assert kept(result) == {F1, T, K0, K1}
     assert result.n_edges == 5  # f1<-t, k0<-t, k0<-f1, k1<-t, k1<-f1
@@ -67,7 +67,9 @@ def test_clean_up_iterates_until_stable():
     # edge scores: k0<-t .5, k1<-t .25, f1<-f0 .15, f0<-t .15, k0<-f1 .1, k1<-f1 .05; at 0.8
     # f1 keeps its input but loses both outputs; once f1 is gone f0 has no output either
     edges = {F0: {T: 1.0}, F1: {F0: 1.0}, K0: {T: 1.0, F1: 0.2}, K1: {T: 1.0, F1: 0.2}}
-    result = prune_graph(handmade_graph(edges), PruneConfig(node_threshold=1.0, edge_threshold=0.8))
+    result = prune_graph(
+        handmade_graph(edges), GraphPruneConfig(node_threshold=1.0, edge_threshold=0.8)
+    )
     assert kept(result) == {T, K0, K1}
     assert result.n_edges == 2
     assert result.influence_mask.all()  # both features passed the node threshold
@@ -75,7 +77,7 @@ def test_clean_up_iterates_until_stable():
 
 @pytest.mark.parametrize("threshold", [0.3, 0.5, 0.8, 0.95])
 def test_kept_nodes_cover_the_node_threshold(tiny_graph, threshold):
-    result = prune_graph(tiny_graph, PruneConfig(node_threshold=threshold))
+    result = prune_graph(tiny_graph, GraphPruneConfig(node_threshold=threshold))
     inf = node_influence(tiny_graph)
     torch.testing.assert_close(result.influence, inf)
     chosen = result.influence_mask
@@ -118,4 +120,4 @@ def test_cover_threshold_and_cumulative():
 @pytest.mark.parametrize("bad", [-0.1, 1.5])
 def test_threshold_outside_unit_interval_is_a_user_error(bad):
     with pytest.raises(CltraceError, match="between 0 and 1"):
-        PruneConfig(node_threshold=bad)
+        GraphPruneConfig(node_threshold=bad)

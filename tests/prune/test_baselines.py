@@ -5,7 +5,6 @@ matrix inverse (graph influence)."""
 import pytest
 import torch
 
-from cltrace.evaluate import kl_last
 from cltrace.graph import attribute, logit_difference_direction
 from cltrace.models.families import get_path
 from cltrace.models.freeze import frozen, record_frozen
@@ -17,6 +16,7 @@ from cltrace.prune.graph_influence import (
     node_values_to_occurrences,
 )
 from cltrace.prune.relp import relp_scores
+from cltrace.retention import kl_last
 from cltrace.testing import random_transcoder, tiny_model
 
 from .conftest import PAIR

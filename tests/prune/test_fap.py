@@ -2,7 +2,6 @@
 
 import torch
 
-from cltrace.evaluate import evaluate_kept
 from cltrace.models.freeze import frozen, record_frozen
 from cltrace.prune import (
     PruneConfig,
@@ -12,6 +11,7 @@ from cltrace.prune import (
     get_method,
     metric_gradients,
 )
+from cltrace.retention import evaluate_kept
 
 from .conftest import PAIR
 

@@ -152,9 +152,9 @@ class AttributionGraph:
         ``edge_threshold`` of the edge score (1.0 keeps everything); the defaults are those of
         ``cltrace attribute``."""
         from cltrace.graph.influence import graph_scores
-        from cltrace.graph.prune import PruneConfig, prune_graph
+        from cltrace.graph.prune import GraphPruneConfig, prune_graph
 
-        cfg = PruneConfig(node_threshold=node_threshold, edge_threshold=edge_threshold)
+        cfg = GraphPruneConfig(node_threshold=node_threshold, edge_threshold=edge_threshold)
         result = prune_graph(self.graph, cfg)
         scores = graph_scores(self.graph, result.node_mask)
         return PrunedGraph(self.graph, result, self.model, scores)

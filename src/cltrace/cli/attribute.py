@@ -102,7 +102,7 @@ def attribute_cmd(
     from cltrace.graph import AttributionConfig, attribute
     from cltrace.graph.export import graph_document, write_graph_json
     from cltrace.graph.influence import graph_scores, path_lengths
-    from cltrace.graph.prune import PruneConfig, prune_graph
+    from cltrace.graph.prune import GraphPruneConfig, prune_graph
     from cltrace.models import load_model
     from cltrace.paths import BUNDLED_CLT_DIR
     from cltrace.transcoders import load_transcoder
@@ -113,7 +113,7 @@ def attribute_cmd(
             "--prompt is empty; pass the text to attribute, such as --prompt 'The capital of "
             "France is'."
         )
-    prune_cfg = PruneConfig(node_threshold=node_threshold, edge_threshold=edge_threshold)
+    prune_cfg = GraphPruneConfig(node_threshold=node_threshold, edge_threshold=edge_threshold)
     out_dir, slug = _out_paths(out)
     targets = list(target or [])
     with _output_folder(out_dir):

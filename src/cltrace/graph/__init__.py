@@ -4,14 +4,14 @@ from cltrace.graph.attribute import AttributionConfig, attribute, logit_differen
 from cltrace.graph.export import graph_document, load_graph_json, write_graph_json
 from cltrace.graph.influence import graph_scores, node_influence, path_lengths
 from cltrace.graph.nodes import Graph, NodeIndex, NodeKind
-from cltrace.graph.prune import PruneConfig, prune_graph
+from cltrace.graph.prune import GraphPruneConfig, prune_graph
 
 __all__ = [
     "AttributionConfig",
     "Graph",
     "NodeIndex",
     "NodeKind",
-    "PruneConfig",
+    "GraphPruneConfig",
     "attribute",
     "graph_document",
     "graph_scores",

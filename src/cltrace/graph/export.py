@@ -26,7 +26,7 @@ import cltrace
 from cltrace.errors import CltraceError
 from cltrace.files import atomic_write_text
 from cltrace.graph.nodes import Graph, NodeKind
-from cltrace.graph.prune import PruneConfig, PruneResult, prune_graph
+from cltrace.graph.prune import GraphPruneConfig, PruneResult, prune_graph
 
 SCHEMA_VERSION = 1
 FEATURE_TYPES = {
@@ -189,7 +189,7 @@ def graph_document(
         raise CltraceError(
             f"graph slug {slug!r} is not a plain file name; use letters, digits, '.', '_' or '-'."
         )
-    prune = prune or prune_graph(graph, PruneConfig(node_threshold=1.0, edge_threshold=1.0))
+    prune = prune or prune_graph(graph, GraphPruneConfig(node_threshold=1.0, edge_threshold=1.0))
     decode = decode or (lambda t: f"tok{t}")
     idx = graph.index
     kept = prune.node_mask.nonzero().flatten().tolist()

@@ -28,7 +28,7 @@ from cltrace.graph.nodes import Graph, NodeIndex
 
 
 @dataclass
-class PruneConfig:
+class GraphPruneConfig:
     """Thresholds of :func:`prune_graph` (defaults from Ameisen, Lindsey et al. 2025)."""
 
     node_threshold: float = 0.8
@@ -60,7 +60,7 @@ class PruneResult:
     cumulative: Float[Tensor, " n_nodes"]
     """Share of total influence held by this node and every more influential one (its rank as
     a fraction: a node is kept at node threshold ``x`` when this is at most about ``x``)."""
-    config: PruneConfig = field(default_factory=PruneConfig)
+    config: GraphPruneConfig = field(default_factory=GraphPruneConfig)
 
     @property
     def n_nodes(self) -> int:
@@ -115,9 +115,9 @@ def _clean_up(
         node_mask = new
 
 
-def prune_graph(graph: Graph, config: PruneConfig | None = None) -> PruneResult:
+def prune_graph(graph: Graph, config: GraphPruneConfig | None = None) -> PruneResult:
     """Node masks and edge masks of the pruned graph (see the module docstring)."""
-    cfg = config or PruneConfig()
+    cfg = config or GraphPruneConfig()
     idx = graph.index
     targets = idx.target_nodes()
     influence = propagated_influence(normalized_adjacency(graph.adjacency), idx, graph.logit_probs)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cltrace.evaluate.stats import bootstrap_ci, effective_budget, interpolate_budget
 from cltrace.files import atomic_write_json
+from cltrace.retention.stats import bootstrap_ci, effective_budget, interpolate_budget
 
 METRICS = ("kl", "pred_changed", "faithfulness", "completeness", "logit_diff", "n_kept")
 

@@ -26,7 +26,6 @@ from pathlib import Path
 import torch
 
 from cltrace.errors import UsageError
-from cltrace.evaluate import evaluate_kept
 from cltrace.files import RunLock, atomic_write_json, check_out_path
 from cltrace.pie.rundir import (
     append_record,
@@ -36,6 +35,7 @@ from cltrace.pie.rundir import (
     read_records,
 )
 from cltrace.prune import PruneConfig, ScoreContext, compute_components, get_method
+from cltrace.retention import evaluate_kept
 
 DEFAULT_METHODS = (
     "fap",

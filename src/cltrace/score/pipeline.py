@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cltrace.evaluate.stats import bootstrap_ci
 from cltrace.files import RunLock, atomic_write_json, read_json, require_run_dir
 from cltrace.pie.stages import read_descriptions, read_kept_features, read_run_config
+from cltrace.retention.stats import bootstrap_ci
 from cltrace.score.activations import sequence_scores
 from cltrace.score.config import ScoreConfig
 from cltrace.score.feature import METRICS, score_feature, unscored

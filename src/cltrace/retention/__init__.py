@@ -1,7 +1,7 @@
 """Behaviour retention of kept circuits and the statistics over prompts."""
 
-from cltrace.evaluate.retention import Retention, evaluate_kept, kl_last
-from cltrace.evaluate.stats import bootstrap_ci, effective_budget, interpolate_budget
+from cltrace.retention.retention import Retention, evaluate_kept, kl_last
+from cltrace.retention.stats import bootstrap_ci, effective_budget, interpolate_budget
 
 __all__ = [
     "Retention",

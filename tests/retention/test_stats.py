@@ -4,8 +4,8 @@ import math
 
 import numpy as np
 
-from cltrace.evaluate import bootstrap_ci, effective_budget, interpolate_budget, kl_last
 from cltrace.pie.results import cantor, inverse_cantor
+from cltrace.retention import bootstrap_ci, effective_budget, interpolate_budget, kl_last
 
 
 def test_bootstrap_ci_brackets_the_mean_and_shrinks_with_n():
