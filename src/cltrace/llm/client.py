@@ -348,7 +348,15 @@ class ChatClient:
                 return exc.failure
 
         async def run_all():
-            return await asyncio.gather(*(one(m) for m in list_of_messages))
+            # every task is awaited to its end (queued ones fail fast once the breaker trips), so
+            # none is left to raise while asyncio.run shuts the loop down
+            results = await asyncio.gather(
+                *(one(m) for m in list_of_messages), return_exceptions=True
+            )
+            for r in results:
+                if isinstance(r, BaseException):
+                    raise r
+            return results
 
         try:
             asyncio.get_running_loop()
