@@ -43,7 +43,7 @@ def tiny_graph(request):
 def brute_force(graph, pruned_features=()):
     """Influence, replacement and completeness from the dense square matrix (float64).
 
-    Pruned features lose their inputs and join the error set, as section E.2 says.
+    Pruned features lose their inputs and join the error set, as docs/METHODS.md §2 says.
     """
     idx = graph.index
     n = idx.n_nodes

@@ -1,4 +1,4 @@
-"""FAP-Synergy (ALGORITHMS.md A.4) against hand arithmetic on a stub whose removal effects are
+"""FAP-Synergy (docs/METHODS.md §4) against hand arithmetic on a stub whose removal effects are
 set by the test: pair synergy, clipping at 0, the two scales, the rerank inside the band."""
 
 import random
@@ -92,7 +92,8 @@ def test_lambda_zero_is_exactly_fap_and_measures_nothing():
 
 
 def _reference(scores, k, lam, bp, cap, n_partners, single, syn):
-    """Plain-Python A.4 with every partner drawn (so no sampling)."""
+    """FAP-Synergy in plain Python (docs/METHODS.md §4) with every partner drawn (so no
+    sampling)."""
     n = len(scores)
     order = sorted(range(n), key=lambda i: (-abs(scores[i]), i))
     k = min(k, n)

@@ -1,4 +1,4 @@
-"""Attribution graphs: exact direct effects on the local replacement model (section E.1).
+"""Attribution graphs: exact direct effects on the local replacement model (docs/METHODS.md §2).
 
 An edge ``s -> t`` is the part of target ``t``'s value (a feature's encoder pre-activation, or a
 de-meaned logit) that source ``s`` contributes along direct paths: the residual stream and the

@@ -29,7 +29,7 @@ from cltrace.graph.nodes import Graph, NodeIndex
 
 @dataclass
 class GraphScores:
-    """Replacement and completeness of a graph (section E.2), both in [0, 1]."""
+    """Replacement and completeness of a graph (docs/METHODS.md §2), both in [0, 1]."""
 
     replacement: float
     """Share of end-to-end token→logit influence that avoids error nodes."""
@@ -150,7 +150,7 @@ def graph_scores(graph: Graph, node_mask: Bool[Tensor, " n_nodes"] | None = None
 
 
 def path_lengths(graph: Graph, node_mask: Bool[Tensor, " n_nodes"] | None = None) -> PathLengths:
-    """Token influence per path length and its mean (section E.2, reconstructed formula).
+    """Token influence per path length and its mean (docs/METHODS.md §2, reconstructed formula).
 
     ``m_l = Σ_tokens (w_logit · Â^l)`` is ``P_l − P_{l−1}``; a token→logit edge has length 1.
     Shares are divided by the unpruned graph's total token influence, so with ``node_mask`` they

@@ -2,8 +2,9 @@
 
 Per activating context (sampled across the store's quantile buckets): the exact direct-path
 attribution of the feature's pre-activation at its activating position to every input token and
-every upstream feature occurrence, on the local replacement model (E.1; one frozen forward and
-one backward per sample, through :mod:`cltrace.graph.attribute`'s machinery). Samples are
+every upstream feature occurrence, on the local replacement model (docs/METHODS.md §2; one frozen
+forward and one
+backward per sample, through :mod:`cltrace.graph.attribute`'s machinery). Samples are
 represented by their attribution over (upstream feature ids, relative token offsets), normalised
 to unit L1, and clustered by cosine distance; each cluster is one mechanism. A cluster is
 described by the input tokens most responsible for the activation and by the tokens the feature

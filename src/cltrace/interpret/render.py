@@ -6,7 +6,8 @@ from collections import Counter
 from html import escape
 
 HIGHLIGHT_FRACTION = 0.6
-"""Tokens above this fraction of the example's maximum activation are highlighted (A.9)."""
+"""Tokens above this fraction of the example's maximum activation are highlighted (docs/METHODS.md
+§6)."""
 
 
 def _runs(tokens: list[str], acts: list[float], fraction: float):

@@ -7,8 +7,8 @@ reused, validated by running them together as one sequence).
 
 CLT adaptations: the output direction is the feature's decoder summed over all the layers it
 writes to (``decoder="sum"``) or its last-layer decoder (``"last"``); the virtual weight from an
-upstream feature ``(l', i')`` is ``<sum_{l' <= s < l} W_dec^{l'->s}[i'], W_enc^l[i]>`` (E.3), i.e.
-every decoder that writes below the target's MLP input.
+upstream feature ``(l', i')`` is ``<sum_{l' <= s < l} W_dec^{l'->s}[i'], W_enc^l[i]>``
+(docs/METHODS.md §6), i.e. every decoder that writes below the target's MLP input.
 """
 
 from __future__ import annotations

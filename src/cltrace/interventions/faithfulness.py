@@ -2,15 +2,15 @@
 
 The same feature perturbation is applied to
 
-* the **local replacement model** (E.1): attention patterns and norm scales frozen, MLPs replaced
-  by the transcoder plus the clean error nodes. By default its features respond to the
+* the **local replacement model** (docs/METHODS.md §2): attention patterns and norm scales frozen,
+  MLPs replaced by the transcoder plus the clean error nodes. By default its features respond to the
   perturbation (re-encoded layer by layer, as in iterative patching); with
   ``recompute_features=False`` nothing responds and the model is linear (constrained patching);
 * the **real model**: each intervened feature's change ``(new - old) * W_dec^{l -> s}`` is added
   to MLP output ``s`` for ``s >= l``, and real MLPs, attention and norms respond.
 
 The change of the residual stream ``k`` layers after the perturbed layer is compared by cosine
-and ``NMSE = |d_local - d_real|^2 / |d_real|^2`` (the DEFAULT normalisation of E.6), over all
+and ``NMSE = |d_local - d_real|^2 / |d_real|^2`` (docs/METHODS.md §3), over all
 positions at once. At ``k = 0`` both changes are the perturbation itself.
 """
 

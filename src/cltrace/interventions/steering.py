@@ -4,7 +4,8 @@ Steering a CLT feature of layer ``l`` by ``alpha`` adds ``alpha * W_dec^{l -> s}
 output of each layer ``s = l .. L-1``: each decoder once, at its own layer, which is what the
 feature itself would write. Adding the feature's summed decoders (its whole cross-layer write)
 at every layer would count the later writes again at each layer (the naive double counting
-noted in E.6). Everything else is the real model: real MLPs, live attention and norms.
+noted in docs/METHODS.md §3). Everything else is the real model: real MLPs, live attention and
+norms.
 """
 
 from __future__ import annotations

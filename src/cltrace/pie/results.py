@@ -97,7 +97,7 @@ def _effective(table, budgets: list[int], cfg) -> dict:
 
 
 def _random_equivalence(table, cfg) -> dict:
-    """How many random occurrences match FAP's mean KL at K = 100 (section A.8)."""
+    """How many random occurrences match FAP's mean KL at K = 100 (docs/METHODS.md §5)."""
     ref_k = 100 if ("fap", 100) in table else min(cfg.prune.budgets)
     if ("fap", ref_k) not in table:
         return {}

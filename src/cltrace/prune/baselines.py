@@ -1,4 +1,4 @@
-"""Baselines beyond FAP (section A.6) register themselves here.
+"""Baselines beyond FAP (docs/METHODS.md §4) register themselves here.
 
 Each method lives in its own module; this file is the one list of what the registry gains.
 Activation magnitude and random selection sit beside FAP in :mod:`cltrace.prune.methods`.

@@ -171,7 +171,7 @@ def compute_components(
     policy: str = "corrupted_prompt",
     grad_mode: str = "direct",
 ) -> PairComponents:
-    """Encode both prompts, form the occurrence set and the delta writes (section A.2).
+    """Encode both prompts, form the occurrence set and the delta writes (docs/METHODS.md §4).
 
     The clean forward also takes the ``grad_mode`` metric gradient, so FAP costs one clean
     forward, one corrupt forward and one backward in all.
@@ -293,7 +293,7 @@ def metric_gradients(
     transcoder: CrossLayerTranscoder,
     mode: str = "direct",
 ) -> Float[Tensor, "n_layers pos d_model"]:
-    """``g_s(t) = d m / d y_s(t)`` on the clean run (section A.3).
+    """``g_s(t) = d m / d y_s(t)`` on the clean run (docs/METHODS.md §4).
 
     ``direct``: attention patterns and norm scales frozen and every MLP output detached (the
     gradient follows the residual stream, attention OV and a transcoder skip path only);
@@ -310,6 +310,6 @@ def metric_gradients(
 def fap_scores(
     comps: PairComponents, grads: Float[Tensor, "n_layers pos d_model"]
 ) -> Float[Tensor, " n"]:
-    """``S_FAP(o) = sum_s <delta_o^(s), g_s(t_o)>`` (section A.3)."""
+    """``S_FAP(o) = sum_s <delta_o^(s), g_s(t_o)>`` (docs/METHODS.md §4)."""
     g = grads[:, comps.position].permute(1, 0, 2)  # [n, L, D]
     return (comps.writes * g).sum((1, 2))

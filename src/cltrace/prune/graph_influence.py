@@ -1,10 +1,10 @@
 """Attribution-graph influence as a stage-I score (docs/METHODS.md §4, optional extra).
 
-The clean prompt's attribution graph (section E.1) is built with one custom logit node, the
+The clean prompt's attribution graph (docs/METHODS.md §2) is built with one custom logit node, the
 logit-difference direction ``W_U[:, answer] - W_U[:, wrong]``; every feature node is scored by
 its influence on that node, ``inf = w_logit · (Â + Â² + …)`` with ``Â`` the row-normalised
-``|A|`` (section E.2, :func:`cltrace.graph.influence.node_influence`). Graph feature nodes are
-(layer, position, feature) triples, i.e. occurrences active on the clean prompt; occurrences
+``|A|`` (docs/METHODS.md §2, :func:`cltrace.graph.influence.node_influence`). Graph feature nodes
+are (layer, position, feature) triples, i.e. occurrences active on the clean prompt; occurrences
 active only on the corrupted prompt are not in the graph and score 0. Influence is non-negative,
 so ranking by |score| is ranking by influence.
 

@@ -214,7 +214,8 @@ register(Method("random", "Random (active set)", _random, randomized=True))
 
 
 def signal_select(scores: Tensor, k: int, gamma: float) -> Tensor:
-    """FAP-Signal (A.5): the top floor(gamma K) positive and negative units, rest by |S|."""
+    """FAP-Signal (docs/METHODS.md §4): the top floor(gamma K) positive and negative units, rest by
+    |S|."""
     n = scores.numel()
     k = min(k, n)
     n_sign = int(gamma * k)
@@ -244,7 +245,8 @@ register(
 
 
 def synergy_select(ctx: ScoreContext, scores: Tensor, k: int, lam: float) -> Tensor:
-    """FAP-Synergy boundary reranking (A.4), with pair effects from real patched passes."""
+    """FAP-Synergy boundary reranking (docs/METHODS.md §4), with pair effects from real patched
+    passes."""
     cfg = ctx.config
     n = scores.numel()
     order = torch.argsort(scores.abs(), descending=True, stable=True)

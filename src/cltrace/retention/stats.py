@@ -1,4 +1,5 @@
-"""Statistics over prompts: bootstrap confidence intervals, effective budget (section A.8)."""
+"""Statistics over prompts: bootstrap confidence intervals, effective budget (docs/METHODS.md
+§5)."""
 
 from __future__ import annotations
 

@@ -54,8 +54,8 @@ class ScoreConfig:
 
     @classmethod
     def pie(cls, **overrides) -> ScoreConfig:
-        """PIE's simplified variant (A.10): max pooling, one generation request, 10 top + 10
-        random texts rated, no faithfulness."""
+        """PIE's simplified variant (docs/METHODS.md §7): max pooling, one generation request, 10
+        top + 10 random texts rated, no faithfulness."""
         base = cls(reduce="max", n_generate=1, sampling="top_random", faithfulness=False,
                    seed=42)  # fmt: skip
         return replace(base, **overrides)

@@ -108,7 +108,8 @@ def replacement_scores(model, tc, rows, valid, batch_rows: int = 16) -> tuple[fl
 def evaluate_transcoder(
     model, tc: CrossLayerTranscoder, texts: list[str], n_tokens: int = 20_000, n_ctx: int = 96
 ) -> EvalReport:
-    """All E.5 numbers on the first ``n_tokens`` tokens of ``texts`` (packed like training)."""
+    """The quality figures (docs/METHODS.md §1) on the first ``n_tokens`` tokens of ``texts``
+    (packed like training)."""
     rows, valid = pack_texts(model, texts, n_ctx)
     keep = int((valid.sum(1).cumsum(0) < n_tokens).sum()) + 1
     rows, valid = rows[:keep], valid[:keep]
