@@ -106,7 +106,7 @@ def save_edges(
     source_ids: list[str],
     adjacency: torch.Tensor,
 ) -> None:
-    """Edges as ``adjacency[target, source]`` with node ids of docs/FILE_FORMATS.md section 2."""
+    """Edges as ``adjacency[target, source]`` with node ids of docs/formats.md section 2."""
     torch.save(
         {
             "target_ids": target_ids,

@@ -16,7 +16,7 @@ Each side runs in its own fresh process (cltrace in this Python, circuit-tracer 
 alike, and each process does a small warm-up before its timed run. Times are medians over
 rounds; memory is the process's peak RSS during attribution (``VmHWM`` reset after loading),
 and "extra" is that peak minus the RSS before the first attribution. Edges are compared by node
-id (docs/FILE_FORMATS.md section 2) over the nodes both graphs have.
+id (docs/formats.md section 2) over the nodes both graphs have.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Round trips and hand-written files in the circuit-tracer layout (docs/FILE_FORMATS.md, 1)."""
+"""Round trips and hand-written files in the circuit-tracer layout (docs/formats.md, 1)."""
 
 from __future__ import annotations
 

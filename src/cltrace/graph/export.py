@@ -1,4 +1,4 @@
-"""Graph JSON for the attribution-graph viewers (docs/FILE_FORMATS.md section 2), written, read.
+"""Graph JSON for the attribution-graph viewers (docs/formats.md section 2), written, read.
 
 One ``<slug>.json`` per graph plus a ``graph-metadata.json`` listing every graph in the folder.
 The pydantic models below are the format: files are validated when written and when read.
@@ -257,7 +257,7 @@ def _read(path: str | Path, model: type[BaseModel], what: str):
         first = str(exc).splitlines()[0]
         raise CltraceError(
             f"{what} {p} is not valid ({first}); pass a graph file in the graph JSON layout "
-            "(docs/FILE_FORMATS.md)."
+            "(docs/formats.md)."
         ) from exc
 
 

@@ -3,7 +3,7 @@
 Nodes are laid out in four contiguous blocks, always in this order:
 
 ====== ================================= ======================== ===============================
-block  node                               count                    JSON id (docs/FILE_FORMATS.md 2)
+block  node                               count                    JSON id (docs/formats.md 2)
 ====== ================================= ======================== ===============================
 0      active feature (layer, pos, f)     ``n_features``           ``{layer}_{f}_{pos}``
 1      error (layer, pos)                 ``n_layers * n_pos``     ``{layer}_-1_{pos}``
@@ -157,7 +157,7 @@ class NodeIndex:
         return self.n_layers, self.n_pos - 1
 
     def node_id(self, node: int, tokens: Int[Tensor, " pos"]) -> str:
-        """The JSON node id (docs/FILE_FORMATS.md section 2)."""
+        """The JSON node id (docs/formats.md section 2)."""
         k = self.kind(node)
         layer, pos = self.layer_pos(node)
         if k == NodeKind.FEATURE:

@@ -1,4 +1,4 @@
-"""Per-feature detail JSON (docs/FILE_FORMATS.md section 3: ``index``, ``examples_quantiles``,
+"""Per-feature detail JSON (docs/formats.md section 3: ``index``, ``examples_quantiles``,
 ``top_logits``, ``bottom_logits``) and the ``descriptions.json`` entry of a feature."""
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Adds to the run directory (``cltrace.pie.run`` describes the rest)::
     descriptions.json       {"<layer>/<feature>": {description, explainer, failure,
                              examples_html, frequency, details}} for the kept features
     descriptions_random.json  the same for the random sample (for stage III's comparison)
-    features/<l>_<f>.json   feature detail JSON (docs/FILE_FORMATS.md) of every kept feature
+    features/<l>_<f>.json   feature detail JSON (docs/formats.md) of every kept feature
     interpret_cost.json     seconds and LLM calls, kept versus random (plus scores once known)
     interpret_config.json   the options used
 """

@@ -1,4 +1,4 @@
-"""Reading and writing transcoders in the circuit-tracer layout (docs/FILE_FORMATS.md, 1).
+"""Reading and writing transcoders in the circuit-tracer layout (docs/formats.md, 1).
 
 CLT: ``W_enc_{i}.safetensors`` (``W_enc_{i}`` [F, D], ``b_enc_{i}`` [F], ``b_dec_{i}`` [D],
 optional ``threshold_{i}`` [F] and ``W_skip_{i}`` [D, D]) and ``W_dec_{i}.safetensors``
@@ -93,7 +93,7 @@ def _layer_indices(directory: Path, pattern: str, what: str) -> list[int]:
     if not idx:
         raise CltraceError(
             f"Transcoder directory {str(directory)!r} has no {what} files; it does not follow the "
-            "circuit-tracer layout (see docs/FILE_FORMATS.md)."
+            "circuit-tracer layout (see docs/formats.md)."
         )
     missing = sorted(set(range(idx[-1] + 1)) - set(idx))
     if missing:
