@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cltrace.errors import CltraceError
+
 if TYPE_CHECKING:
     from cltrace.graph import Graph
     from cltrace.graph.influence import GraphScores
@@ -14,22 +16,12 @@ if TYPE_CHECKING:
     from cltrace.models.adapter import ModelAdapter
 
 
-def _out_paths(path: str | os.PathLike) -> tuple[Path, str]:
-    """``dir/name.json`` → (dir, "name"); a path without ``.json`` is a folder for graph.json
-    (the convention of ``cltrace attribute --out``)."""
-    p = Path(path)
-    if p.suffix == ".json":
-        return p.parent, p.stem
-    return p, "graph"
-
-
 def _write(graph: Graph, result: GraphPruneResult, model: ModelAdapter, path) -> Path:
-    from cltrace.graph.export import graph_document, write_graph_json
+    from cltrace.graph.export import save_graph
 
-    out_dir, slug = _out_paths(path)
-    decode = lambda token: model.tokenizer.decode([token])  # noqa: E731
-    doc = graph_document(graph, slug, result, scan=model.name, decode=decode)
-    return write_graph_json(doc, out_dir)
+    return save_graph(
+        graph, result, path, scan=model.name, decode=lambda t: model.tokenizer.decode([t])
+    )
 
 
 @dataclass
@@ -181,6 +173,53 @@ class AttributionGraph:
         )
 
 
+def check_inputs(
+    adapter: ModelAdapter,
+    prompt: str,
+    targets: list[str],
+    allow_unk: bool = False,
+    prompt_name: str = "the prompt",
+    target_name: str = "target",
+    error: type[CltraceError] = CltraceError,
+) -> None:
+    """Refuse a prompt or target the model cannot use, naming it as ``prompt_name`` /
+    ``target_name`` in an ``error``; with ``allow_unk`` unknown prompt words only warn."""
+    import warnings
+
+    from cltrace.models.adapter import describe_words
+
+    unknown = adapter.check_prompt(prompt, prompt_name, allow_unk=allow_unk, error=error)
+    if unknown:
+        warnings.warn(
+            f"{prompt_name} has {describe_words(unknown)} that the tokenizer does not know; "
+            f"unknown words are read as {adapter.tokenizer.unk_token}.",
+            stacklevel=3,
+        )
+    for target in targets:
+        try:
+            adapter.single_token_id(target, what=target_name)
+        except CltraceError as exc:
+            raise error(str(exc)) from None
+
+
+def attribute_checked(
+    adapter: ModelAdapter,
+    transcoder,
+    prompt: str,
+    targets: list[str],
+    max_feature_nodes: int | None = None,
+    batch_size: int = 64,
+) -> AttributionGraph:
+    """:func:`attribute` on loaded objects whose inputs :func:`check_inputs` already passed."""
+    from cltrace.graph import AttributionConfig
+    from cltrace.graph import attribute as _attribute
+    from cltrace.graph.influence import graph_scores
+
+    cfg = AttributionConfig(max_feature_nodes=max_feature_nodes, batch_size=batch_size)
+    graph = _attribute(adapter, transcoder, prompt, targets=targets or None, config=cfg)
+    return AttributionGraph(graph, adapter, graph_scores(graph))
+
+
 def attribute(
     model,
     transcoder,
@@ -197,28 +236,13 @@ def attribute(
     ``max_feature_nodes`` keeps at most that many feature nodes, by influence. Unknown prompt
     words are an error unless ``allow_unk`` (then read as the unk token, with a warning).
     """
-    import warnings
-
     from cltrace.api.loading import as_model, as_transcoder
-    from cltrace.graph import AttributionConfig
-    from cltrace.graph import attribute as _attribute
-    from cltrace.graph.influence import graph_scores
-    from cltrace.models.adapter import describe_words
 
     adapter = as_model(model)
     tc = as_transcoder(transcoder, adapter)
-    unknown = adapter.check_prompt(prompt, "the prompt", allow_unk=allow_unk)
-    if unknown:
-        warnings.warn(
-            f"the prompt has {describe_words(unknown)} that the tokenizer does not know; they "
-            f"are read as {adapter.tokenizer.unk_token}.",
-            stacklevel=2,
-        )
-    for target in targets or []:
-        adapter.single_token_id(target, what="target")
-    cfg = AttributionConfig(max_feature_nodes=max_feature_nodes, batch_size=batch_size)
-    graph = _attribute(adapter, tc, prompt, targets=targets or None, config=cfg)
-    return AttributionGraph(graph, adapter, graph_scores(graph))
+    check_inputs(adapter, prompt, list(targets or []), allow_unk)
+    return attribute_checked(adapter, tc, prompt, list(targets or []), max_feature_nodes,
+                             batch_size)  # fmt: skip
 
 
 __all__: list[Any] = ["AttributionGraph", "PrunedGraph", "attribute"]

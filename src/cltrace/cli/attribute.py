@@ -14,14 +14,6 @@ import typer
 from cltrace.cli._apps import app
 
 
-def _out_paths(out: str) -> tuple[Path, str]:
-    """``dir/name.json`` → (dir, "name"); a path without ``.json`` is a folder for graph.json."""
-    path = Path(out)
-    if path.suffix == ".json":
-        return path.parent, path.stem
-    return path, "graph"
-
-
 @contextlib.contextmanager
 def _output_folder(out_dir: Path) -> Iterator[None]:
     """Create ``out_dir`` up front, so an unwritable --out fails before any work; if the run
@@ -37,31 +29,6 @@ def _output_folder(out_dir: Path) -> Iterator[None]:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only succeeds while empty
         raise
-
-
-def _decoder(adapter):
-    return lambda token: adapter.tokenizer.decode([token])
-
-
-def _check_inputs(adapter, prompt: str, targets: list[str], allow_unk: bool) -> None:
-    """Refuse a prompt or target the model cannot use, as a usage error (exit 2)."""
-    import warnings
-
-    from cltrace.errors import CltraceError, UsageError
-    from cltrace.models.adapter import describe_words
-
-    unknown = adapter.check_prompt(prompt, "--prompt", allow_unk=allow_unk, error=UsageError)
-    if unknown:
-        warnings.warn(
-            f"--prompt has {describe_words(unknown)} that the tokenizer does not know; unknown "
-            f"words are read as {adapter.tokenizer.unk_token}.",
-            stacklevel=2,
-        )
-    for target in targets:
-        try:
-            adapter.single_token_id(target, what="--target")
-        except CltraceError as exc:
-            raise UsageError(str(exc)) from None
 
 
 @app.command("attribute")
@@ -98,68 +65,61 @@ def attribute_cmd(
     ),
 ) -> None:
     """Attribution graph of a prompt: prune it, score it, write the graph JSON."""
+    from cltrace.api.graphs import attribute_checked, check_inputs
     from cltrace.errors import UsageError
-    from cltrace.graph import AttributionConfig, attribute
-    from cltrace.graph.export import graph_document, write_graph_json
-    from cltrace.graph.influence import graph_scores, path_lengths
-    from cltrace.graph.prune import GraphPruneConfig, prune_graph
+    from cltrace.graph.export import graph_paths
+    from cltrace.graph.influence import path_lengths
     from cltrace.models import load_model
     from cltrace.paths import BUNDLED_CLT_DIR
     from cltrace.transcoders import load_transcoder
 
     t0 = time.perf_counter()
-    if not prompt.strip():
+    if not prompt.strip():  # before the model loads
         raise UsageError(
             "--prompt is empty; pass the text to attribute, such as --prompt 'The capital of "
             "France is'."
         )
-    prune_cfg = GraphPruneConfig(node_threshold=node_threshold, edge_threshold=edge_threshold)
-    out_dir, slug = _out_paths(out)
     targets = list(target or [])
-    with _output_folder(out_dir):
+    with _output_folder(graph_paths(out)[0]):
         adapter = load_model(model)
-        _check_inputs(adapter, prompt, targets, allow_unk)
+        # a prompt or target the model cannot use is a usage error here (exit 2)
+        check_inputs(adapter, prompt, targets, allow_unk, "--prompt", "--target", UsageError)
         tc = load_transcoder(transcoder or BUNDLED_CLT_DIR, model=adapter)
-        cfg = AttributionConfig(max_feature_nodes=max_feature_nodes, batch_size=batch_size)
-        graph = attribute(adapter, tc, prompt, targets=targets or None, config=cfg)
-        full = graph_scores(graph)
-        result = prune_graph(graph, prune_cfg)
-        pruned = graph_scores(graph, result.node_mask)
-        paths = path_lengths(graph)
-        doc = graph_document(graph, slug, result, scan=adapter.name, decode=_decoder(adapter))
-        path = write_graph_json(doc, out_dir)
-    idx = graph.index
-    kept_features = int(result.node_mask[idx.features()].sum())
+        full = attribute_checked(adapter, tc, prompt, targets, max_feature_nodes, batch_size)
+        pruned = full.prune(node_threshold, edge_threshold)
+        paths = path_lengths(full.graph)
+        path = pruned.save(out)
     report = {
         "out": str(path),
-        "n_nodes": idx.n_nodes,
-        "n_edges": int((graph.adjacency != 0).sum()),
-        "n_features": idx.n_features,
-        "n_active_features": graph.n_active_features,
-        "n_logits": idx.n_logits,
-        "replacement_score": full.replacement,
-        "completeness_score": full.completeness,
+        "n_nodes": full.n_nodes,
+        "n_edges": full.n_edges,
+        "n_features": full.n_features,
+        "n_active_features": full.graph.n_active_features,
+        "n_logits": full.n_logits,
+        "replacement_score": full.replacement_score,
+        "completeness_score": full.completeness_score,
         "average_path_length": paths.mean,
-        "pruned_n_nodes": result.n_nodes,
-        "pruned_n_edges": result.n_edges,
-        "pruned_n_features": kept_features,
-        "pruned_replacement_score": pruned.replacement,
-        "pruned_completeness_score": pruned.completeness,
+        "pruned_n_nodes": pruned.n_nodes,
+        "pruned_n_edges": pruned.n_edges,
+        "pruned_n_features": pruned.n_features,
+        "pruned_replacement_score": pruned.replacement_score,
+        "pruned_completeness_score": pruned.completeness_score,
         "node_threshold": node_threshold,
         "edge_threshold": edge_threshold,
-        "attribution_seconds": round(graph.seconds, 3),
+        "attribution_seconds": round(full.graph.seconds, 3),
         "seconds": round(time.perf_counter() - t0, 3),
     }
     if as_json:
         typer.echo(json.dumps(report))
         return
     typer.echo(
-        f"graph: {idx.n_nodes} nodes ({idx.n_features} features, {idx.n_logits} logits), "
-        f"{report['n_edges']} edges; replacement {full.replacement:.3f}, "
-        f"completeness {full.completeness:.3f}, mean path length {paths.mean:.2f}"
+        f"graph: {full.n_nodes} nodes ({full.n_features} features, {full.n_logits} logits), "
+        f"{full.n_edges} edges; replacement {full.replacement_score:.3f}, "
+        f"completeness {full.completeness_score:.3f}, mean path length {paths.mean:.2f}"
     )
     typer.echo(
-        f"pruned: {result.n_nodes} nodes ({kept_features} features), {result.n_edges} edges; "
-        f"replacement {pruned.replacement:.3f}, completeness {pruned.completeness:.3f}"
+        f"pruned: {pruned.n_nodes} nodes ({pruned.n_features} features), {pruned.n_edges} "
+        f"edges; replacement {pruned.replacement_score:.3f}, completeness "
+        f"{pruned.completeness_score:.3f}"
     )
     typer.echo(f"wrote {path} ({report['seconds']:.1f} s)")

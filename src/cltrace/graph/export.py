@@ -245,6 +245,28 @@ def write_graph_json(doc: GraphFile, out_dir: str | Path, title_prefix: str = ""
     return path
 
 
+def graph_paths(path: str | Path) -> tuple[Path, str]:
+    """Where a graph goes: ``dir/NAME.json`` → (dir, "NAME"); any other path is a folder that
+    gets ``graph.json``."""
+    p = Path(path)
+    if p.suffix == ".json":
+        return p.parent, p.stem
+    return p, "graph"
+
+
+def save_graph(
+    graph: Graph,
+    result: PruneResult,
+    path: str | Path,
+    scan: str | None = None,
+    decode: Callable[[int], str] | None = None,
+) -> Path:
+    """Write the pruned graph to ``path`` (see :func:`graph_paths`) and list it in the folder's
+    ``graph-metadata.json``; returns the graph file."""
+    out_dir, slug = graph_paths(path)
+    return write_graph_json(graph_document(graph, slug, result, scan=scan, decode=decode), out_dir)
+
+
 def _read(path: str | Path, model: type[BaseModel], what: str):
     p = Path(path)
     try:
