@@ -28,6 +28,8 @@ __version__ = "0.1.0"
 
 from cltrace.errors import CltraceError  # noqa: E402
 
+# the API names, listed here so that importing cltrace does not import the API (and torch);
+# tests/api checks that they are exactly cltrace.api.__all__
 _API = (
     "AttributionGraph",
     "FeatureNote",

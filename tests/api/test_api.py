@@ -50,7 +50,9 @@ def test_import_exposes_the_api_lazily():
         "names = ['load_model', 'load_transcoder', 'attribute', 'make_pairs', 'prune', "
         "'explain', 'AttributionGraph', 'PrunedGraph', 'PruneResult', 'FeatureNote']; "
         "assert all(n in dir(cltrace) and n in cltrace.__all__ for n in names); "
-        "assert callable(cltrace.prune) and cltrace.load_model.__doc__"
+        "assert callable(cltrace.prune) and cltrace.load_model.__doc__; "
+        # the lazy names are listed without importing cltrace.api; they must be its names
+        "import cltrace.api; assert {*cltrace._API, 'prune'} == set(cltrace.api.__all__)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
