@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from cltrace.pie.results import cantor, inverse_cantor
+from cltrace.graph.nodes import cantor, inverse_cantor
 from cltrace.retention import bootstrap_ci, effective_budget, interpolate_budget, kl_last
 
 

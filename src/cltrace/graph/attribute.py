@@ -120,6 +120,9 @@ class EdgeComputer:
         self.state = state
         self.device = dev = state.resid0.device
         T = state.mlp_in.shape[1]
+        a = state.active
+        self.index = NodeIndex.sources(transcoder.n_layers, T, a.layer, a.position, a.feature)
+        """The columns of every row: all active features, then errors, then tokens."""
         self.packed = []
         for layer in range(transcoder.n_layers):
             sel, rows = decoder_block(transcoder, state.active, layer)
@@ -150,16 +153,16 @@ class EdgeComputer:
         where to write the rows (overwritten; it may live on another device, e.g. CPU storage
         for rows computed on a GPU), else a new tensor on the computing device.
         """
-        st = self.state
+        st, idx = self.state, self.index
         P, b, n_read, d = g_out.shape
-        L, T, n = len(self.packed), st.resid0.shape[0], len(st.active)
+        L, T = idx.n_layers, idx.n_pos
         target = out
         if out is None or out.device != self.device:
-            out = torch.zeros(b, n + L * T + T, device=self.device)
+            out = torch.zeros(b, idx.n_sources, device=self.device)
         else:
             out.zero_()
-        feat = out[:, :n]
-        err = out[:, n : n + L * T].view(b, L, T)
+        feat = out[:, idx.features()]
+        err = out[:, idx.errors()].view(b, L, T)
         for layer, sel, pos, slot, packed, n_out in self.packed:
             k = min(n_out, n_read - layer)
             if k <= 0:
@@ -171,7 +174,7 @@ class EdgeComputer:
                 m = pos < P
                 sel, pos, slot = sel[m], pos[m], slot[m]
             feat[:, sel] = res[pos, :, slot].T
-        out[:, n + L * T : n + L * T + P] = (g_emb * st.resid0[:P, None]).sum(-1).T
+        out[:, idx.token_node(0) : idx.token_node(P)] = (g_emb * st.resid0[:P, None]).sum(-1).T
         if target is not None and target is not out:
             return target.copy_(out)
         return out
@@ -311,12 +314,12 @@ def attribute(
     adapter.check_length(tokens.shape[1])  # past the context, position embeddings run out
     state = build_replacement(adapter, transcoder, tokens, slice(0, 1) if cfg.zero_bos else None)
     logit_t = _resolve_targets(adapter, state, cfg, targets, direction)
-    n_active = len(state.active)
     L, T = adapter.n_layers, tokens.shape[1]
-    n_cols = n_active + L * T + T
-    batch = _batch_for(adapter, T, n_cols, cfg)
     engine = DirectGradients(adapter, transcoder, state)
     edges = EdgeComputer(transcoder, state)
+    sources = edges.index  # row layout while computing: every active feature, errors, tokens
+    n_active, n_cols = sources.n_features, sources.n_sources
+    batch = _batch_for(adapter, T, n_cols, cfg)
     act = state.active
 
     def fill_feature_rows(idx: Tensor, out: Tensor) -> None:
@@ -362,7 +365,7 @@ def attribute(
         # rows, so no full-width copy of the selection rows is made
         order = torch.argsort(chosen)
         chosen = chosen[order]
-        cols = torch.cat([chosen, torch.arange(n_active, n_cols)])
+        cols = sources.select_features(chosen)
         adjacency = torch.cat([feat_rows[:, cols][order], logit_rows_t[:, cols]])
         del feat_rows
     feats = (act.layer[chosen], act.position[chosen], act.feature[chosen])  # computing device

@@ -19,12 +19,28 @@ of the error and token blocks (which grow with the prompt length).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import IntEnum
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+
+
+def cantor(layer: int, feature: int) -> int:
+    """One integer for a (layer, feature) id: ``(l + f)(l + f + 1) / 2 + f`` (Cantor pairing).
+
+    Graph viewers and PIE's result files use it as a feature's global index."""
+    s = layer + feature
+    return s * (s + 1) // 2 + feature
+
+
+def inverse_cantor(z: int) -> tuple[int, int]:
+    """``(layer, feature)`` of a :func:`cantor` index."""
+    w = (math.isqrt(8 * z + 1) - 1) // 2
+    feature = z - w * (w + 1) // 2
+    return w - feature, feature
 
 
 class NodeKind(IntEnum):
@@ -45,6 +61,20 @@ class NodeIndex:
     feat_id: Int[Tensor, " n_features"]
     logit_token: Int[Tensor, " n_logits"]
     """Vocabulary id of each logit node; -1 for a custom direction."""
+
+    @classmethod
+    def sources(
+        cls,
+        n_layers: int,
+        n_pos: int,
+        feat_layer: Int[Tensor, " n_features"],
+        feat_pos: Int[Tensor, " n_features"],
+        feat_id: Int[Tensor, " n_features"],
+    ) -> NodeIndex:
+        """The source columns only (features, errors, tokens; no logits): the layout of edge
+        rows while they are computed, before any feature selection."""
+        empty = torch.zeros(0, dtype=torch.long)
+        return cls(n_layers, n_pos, feat_layer, feat_pos, feat_id, logit_token=empty)
 
     @property
     def n_features(self) -> int:
@@ -87,6 +117,11 @@ class NodeIndex:
     def n_targets(self) -> int:
         """Nodes with incoming edges: features, then logits (adjacency rows)."""
         return self.n_features + self.n_logits
+
+    def select_features(self, chosen: Int[Tensor, " m"]) -> Int[Tensor, " m_sources"]:
+        """Source columns that keep only the ``chosen`` features (plus every error and token),
+        in node order when ``chosen`` is sorted."""
+        return torch.cat([chosen.cpu(), torch.arange(self.error_start, self.n_sources)])
 
     def features(self) -> slice:
         return slice(0, self.n_features)

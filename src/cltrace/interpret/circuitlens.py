@@ -86,16 +86,17 @@ def attribute_sample(adapter, transcoder, key: FeatureKey, example: dict, top_k:
     read = transcoder.W_enc[layer][feat].detach().float()[None]
     engine = DirectGradients(adapter, transcoder, state)
     g_emb, g_out = engine.features(layer, torch.tensor([T - 1]), read)
-    row = EdgeComputer(transcoder, state).rows(g_emb, g_out)[0].detach().numpy()
-    a = state.active
-    n_feat = len(a)
+    edges = EdgeComputer(transcoder, state)
+    row = edges.rows(g_emb, g_out)[0].detach().numpy()
+    a, idx = state.active, edges.index
     vector: dict[tuple, float] = defaultdict(float)
     resp = np.zeros(T)
     layers, feats, positions = a.layer.tolist(), a.feature.tolist(), a.position.numpy()
-    for i in np.flatnonzero(row[:n_feat]):
+    feat_row = row[idx.features()]
+    for i in np.flatnonzero(feat_row):
         vector[("f", layers[i], feats[i])] += float(row[i])
-    np.add.at(resp, positions, row[:n_feat])
-    tok_edges = row[n_feat + adapter.n_layers * T :]
+    np.add.at(resp, positions, feat_row)
+    tok_edges = row[idx.tokens()]
     for p in range(1, T):
         vector[("t", p - (T - 1))] += float(tok_edges[p])
     resp += tok_edges

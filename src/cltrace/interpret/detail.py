@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from cltrace.files import atomic_write_json
+from cltrace.graph.nodes import cantor
 from cltrace.interpret.explainers import Explanation
 from cltrace.interpret.features import FeatureKey
 from cltrace.interpret.render import example_html
@@ -28,8 +29,6 @@ def feature_logits(adapter, transcoder, key: FeatureKey, n: int = 10) -> tuple[l
 
 def detail_json(adapter, transcoder, store: ActivationStore, key: FeatureKey,
                 expl: Explanation | None = None) -> dict:  # fmt: skip
-    from cltrace.pie.results import cantor
-
     rec = store.record(key)
     top, bottom = feature_logits(adapter, transcoder, key)
     return {

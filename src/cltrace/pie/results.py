@@ -9,21 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from cltrace.files import atomic_write_json
+from cltrace.graph.nodes import cantor
 from cltrace.retention.stats import bootstrap_ci, effective_budget, interpolate_budget
 
 METRICS = ("kl", "pred_changed", "faithfulness", "completeness", "logit_diff", "n_kept")
-
-
-def cantor(layer: int, feature: int) -> int:
-    """The feature index PIE uses for (layer, feature) ids: (l+f)(l+f+1)/2 + f."""
-    s = layer + feature
-    return s * (s + 1) // 2 + feature
-
-
-def inverse_cantor(z: int) -> tuple[int, int]:
-    w = (math.isqrt(8 * z + 1) - 1) // 2
-    feature = z - w * (w + 1) // 2
-    return w - feature, feature
 
 
 def per_prompt_table(records: list[dict]) -> dict[tuple[str, int], dict[str, np.ndarray]]:
