@@ -249,3 +249,16 @@ def test_tasks_make_out_a_directory(cli, tmp_path):
         code=1,
         fragments=("out is a directory", "out/pairs.json"),
     )
+
+
+def test_tasks_eval_metric_choice_and_refusals(cli, tmp_path):
+    done = cli("tasks", "eval", "--task", "ioi", "--n", "6", "--metric", "prob-diff", "--json")
+    assert done.returncode == 0, done.stderr
+    rec = json.loads(done.stdout)
+    assert rec["metric"] == "prob_diff" and 0.0 <= rec["mean_metric"] <= 1.0
+    assert rec["top1_accuracy"] <= 1.0 and rec["n"] == 6
+    expect_error(cli("tasks", "eval", "--task", "ioi", "--metric", "accuracy"), 2,
+                 "unknown metric", "prob_diff")  # fmt: skip
+    # the bundled word-level tokenizer keeps years whole: one sentence says so
+    expect_error(cli("tasks", "make", "--task", "greater_than", "--n", "4", "--out",
+                     tmp_path / "gt.json"), 1, "greater_than", "tokenizer")  # fmt: skip

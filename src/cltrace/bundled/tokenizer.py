@@ -23,22 +23,30 @@ PIECE_PATTERN = r' ?"""| ?[A-Za-z0-9_]+| ?[^\sA-Za-z0-9_]|\n| +'
 or a run of spaces. Anything unmatched (tabs) becomes its own piece, usually ``<unk>``."""
 
 
-def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
-    return pre_tokenizers.Split(Regex(PIECE_PATTERN), behavior="isolated")
+DIGIT_PAIR_PATTERN = r' ?"""| ?[A-Za-z_]+| ?[0-9]{1,2}| ?[^\sA-Za-z0-9_]|\n| +'
+"""As :data:`PIECE_PATTERN`, but digits are cut into pairs, so a year reads as GPT-2 reads it
+(`` 1732`` -> `` 17``, ``32``), which the greater-than task needs."""
 
 
-def split_pieces(text: str) -> list[str]:
+def _pre_tokenizer(pattern: str = PIECE_PATTERN) -> pre_tokenizers.PreTokenizer:
+    return pre_tokenizers.Split(Regex(pattern), behavior="isolated")
+
+
+def split_pieces(text: str, pattern: str = PIECE_PATTERN) -> list[str]:
     """The pieces a text is cut into before vocabulary lookup."""
-    return [piece for piece, _ in _pre_tokenizer().pre_tokenize_str(text)]
+    return [piece for piece, _ in _pre_tokenizer(pattern).pre_tokenize_str(text)]
 
 
-def build_tokenizer(texts: Iterable[str], max_length: int = 96) -> PreTrainedTokenizerFast:
+def build_tokenizer(
+    texts: Iterable[str], max_length: int = 96, pattern: str = PIECE_PATTERN
+) -> PreTrainedTokenizerFast:
     """A word-level tokenizer whose vocabulary is every piece occurring in ``texts``.
 
     No BOS is added automatically (as with GPT-2); the model adapter and the training loop add it.
+    ``pattern`` is the regular expression that cuts text into pieces.
     """
     counts: Counter[str] = Counter()
-    pre = _pre_tokenizer()
+    pre = _pre_tokenizer(pattern)
     for text in texts:
         counts.update(piece for piece, _ in pre.pre_tokenize_str(text))
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
