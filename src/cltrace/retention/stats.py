@@ -65,6 +65,8 @@ def effective_budget(
     b = np.asarray(boots)
     # a resample whose curve never gets low enough gives K' = inf; interpolating between a
     # finite value and inf is undefined, so then the CI takes the nearest resample instead
-    method = "linear" if np.isfinite(b).all() else "inverted_cdf"
-    low, high = np.quantile(b, [0.025, 0.975], method=method)
+    if np.isfinite(b).all():
+        low, high = np.quantile(b, [0.025, 0.975], method="linear")
+    else:
+        low, high = np.quantile(b, [0.025, 0.975], method="inverted_cdf")
     return point, float(low), float(high)
