@@ -134,8 +134,9 @@ class TopPairs:
         for i, (layer, f) in enumerate(self.queries):
             partners = [
                 {"feature": f"{int(pl)}/{int(pi)}", "weight": float(w)}
-                for pl, pi, w in zip(self.partner_layer[i], self.partner_id[i], self.weight[i],
-                                     strict=True)  # fmt: skip
+                for pl, pi, w in zip(
+                    self.partner_layer[i], self.partner_id[i], self.weight[i], strict=True
+                )  # fmt: skip
                 if int(pl) >= 0
             ]
             recs.append({"feature": f"{layer}/{f}", direction: partners})
