@@ -35,8 +35,10 @@ def evaluate(
         None, "--cache-dir", help="Cache LLM replies here (default: RUN/llm_cache)."
     ),
     evals: str = typer.Option(
-        "fade", "--evals", help="fade (description scores), or sort and/or contrastive "
-        "(comma-separated; writes feature_evals.json)."
+        "fade",
+        "--evals",
+        help="fade (description scores), or sort and/or contrastive "
+        "(comma-separated; writes feature_evals.json).",
     ),
 ) -> None:
     """Score each kept feature's description: clarity, responsiveness, purity, faithfulness,
