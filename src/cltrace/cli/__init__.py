@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import sys
 
+import cltrace.cli.global_view  # noqa: F401  (registers commands)
+import cltrace.cli.supernodes  # noqa: F401  (registers commands)
 from cltrace.cli import attribute, bundled, evaluate, interpret, pie, tasks, transcoders  # noqa: F401  (registers commands)
 from cltrace.cli._apps import app, state
 from cltrace.errors import CltraceError
