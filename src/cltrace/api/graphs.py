@@ -16,12 +16,12 @@ if TYPE_CHECKING:
     from cltrace.models.adapter import ModelAdapter
 
 
-def _write(graph: Graph, result: GraphPruneResult, model: ModelAdapter, path) -> Path:
+def _write(
+    graph: Graph, result: GraphPruneResult, model: ModelAdapter, path, scan: str | None = None
+) -> Path:
     from cltrace.graph.export import save_graph
 
-    return save_graph(
-        graph, result, path, scan=model.name, decode=lambda t: model.tokenizer.decode([t])
-    )
+    return save_graph(graph, result, path, scan=scan, decode=model.tokenizer.decode)
 
 
 @dataclass
@@ -72,10 +72,12 @@ class PrunedGraph:
         """Completeness score of the pruned graph, in [0, 1]."""
         return self.scores.completeness
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, scan: str | None = None) -> Path:
         """Write the graph JSON viewers read to ``path`` (``NAME.json``, or a folder for
-        ``graph.json``) and list it in ``graph-metadata.json`` beside it; returns the file."""
-        return _write(self.graph, self.result, self.model, path)
+        ``graph.json``) and list it in ``graph-metadata.json`` beside it; returns the file.
+        ``scan`` names the transcoder for viewers (see :func:`cltrace.graph.export.transcoder_scan`;
+        default: the transcoder's model name)."""
+        return _write(self.graph, self.result, self.model, path, scan)
 
     def __str__(self) -> str:
         return (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,7 +68,7 @@ def attribute_cmd(
     """Attribution graph of a prompt: prune it, score it, write the graph JSON."""
     from cltrace.api.graphs import attribute_checked, check_inputs
     from cltrace.errors import UsageError
-    from cltrace.graph.export import graph_paths
+    from cltrace.graph.export import graph_paths, transcoder_scan
     from cltrace.graph.influence import path_lengths
     from cltrace.models import load_model
     from cltrace.paths import BUNDLED_CLT_DIR
@@ -88,7 +89,7 @@ def attribute_cmd(
         full = attribute_checked(adapter, tc, prompt, targets, max_feature_nodes, batch_size)
         pruned = full.prune(node_threshold, edge_threshold)
         paths = path_lengths(full.graph)
-        path = pruned.save(out)
+        path = pruned.save(out, scan=transcoder_scan(transcoder))
     report = {
         "out": str(path),
         "n_nodes": full.n_nodes,
@@ -123,3 +124,4 @@ def attribute_cmd(
         f"{pruned.completeness_score:.3f}"
     )
     typer.echo(f"wrote {path} ({report['seconds']:.1f} s)")
+    typer.echo(f"view it: cltrace serve {shlex.quote(str(path))}")
