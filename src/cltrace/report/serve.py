@@ -80,8 +80,7 @@ class Served:
         p = Path(path)
         if not p.exists():
             raise CltraceError(
-                f"{p} does not exist; pass a graph file, a folder of graphs or a PIE run "
-                "directory."
+                f"{p} does not exist; pass a graph file, a folder of graphs or a PIE run directory."
             )
         self.path = p
         self.root = p.resolve()
@@ -183,8 +182,14 @@ class Served:
             "description": (entry or {}).get("description") or "",
             "explainer": (entry or {}).get("explainer"),
             "scores": {m: score.get(m) for m in METRICS if m in score} if score else None,
-            "kept": next((f for f in kept.get("features", []) if f.get("layer") == layer
-                          and f.get("feature") == feature), None),  # fmt: skip
+            "kept": next(
+                (
+                    f
+                    for f in kept.get("features", [])
+                    if f.get("layer") == layer and f.get("feature") == feature
+                ),
+                None,
+            ),  # fmt: skip
             "detail": self._json(f"features/{layer}_{feature}.json"),
         }
 
@@ -199,7 +204,8 @@ class Served:
             data["qParams"] = qp.model_dump()
             GraphFile.model_validate(data)
         except (ValueError, ValidationError) as exc:
-            raise CltraceError(f"qParams for {rel} are not valid ({str(exc).splitlines()[0]}).")
+            first = str(exc).splitlines()[0]
+            raise CltraceError(f"qParams for {rel} are not valid ({first}).") from None
         atomic_write_text(path, json.dumps(data, indent=1))
         return data["qParams"]
 
@@ -308,4 +314,3 @@ def make_server(path: str | os.PathLike, host: str = "127.0.0.1", port: int = 87
 def served_url(server) -> str:
     host, port = server.server_address[:2]
     return f"http://{host}:{port}/"
-
