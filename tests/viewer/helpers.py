@@ -33,8 +33,11 @@ def make_run(run: Path, features: list[tuple[int, int]], kept: int = 2) -> dict[
     (run / "config.json").write_text(json.dumps({"task": "ioi", "n": 2}))
     (run / "results.json").write_text(json.dumps({"methods": {}, "budgets": [10]}))
     (run / "report.html").write_text("<html><body><h1>PIE report</h1></body></html>")
-    rows = [{"layer": layer, "feature": f, "id": 0, "kept_count": 2, "occurrences": 3,
-             "mean_abs_score": 1.0, "top_positions": [1]} for layer, f in features[:kept]]  # fmt: skip
+    rows = [
+        {"layer": layer, "feature": f, "id": 0, "kept_count": 2, "occurrences": 3,
+         "mean_abs_score": 1.0, "top_positions": [1]}
+        for layer, f in features[:kept]
+    ]  # fmt: skip
     (run / "kept_features.json").write_text(
         json.dumps({"method": "fap", "budget": 10, "features": rows})
     )

@@ -216,8 +216,8 @@ def test_port_in_use_is_a_clear_error(tree):
 
 def test_attribute_prints_the_serve_command(tmp_path):
     out = tmp_path / "g" / "demo.json"
-    r = _cltrace("attribute", "--prompt", "When Mary and John went to the store, John gave a drink to",
-                 "--out", str(out))  # fmt: skip
+    prompt = "When Mary and John went to the store, John gave a drink to"
+    r = _cltrace("attribute", "--prompt", prompt, "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == f"view it: cltrace serve {out}"
     assert Path(out).exists()
