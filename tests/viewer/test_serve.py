@@ -221,3 +221,17 @@ def test_attribute_prints_the_serve_command(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == f"view it: cltrace serve {out}"
     assert Path(out).exists()
+
+
+def test_pie_prints_the_serve_command_and_its_run_is_served(tmp_path):
+    run = tmp_path / "run"
+    r = _cltrace("pie", "--n", "2", "--budgets", "5", "--methods", "random", "--random-seeds", "1",
+                 "--stages", "prune", "--out", str(run))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == f"view it: cltrace serve {run}"
+    kept = json.loads((run / "kept_features.json").read_text())["features"]
+    with running(run) as url:
+        index = json.loads(request(url, "/api/index")[1])
+        assert request(url, "/files/report.html")[0] == 200
+    assert index["kind"] == "pie" and index["graphs"] == []
+    assert index["run"]["kept"] == kept and index["run"]["report"] == "report.html"
