@@ -177,3 +177,22 @@ def test_graph_file_alone(browser, run_dir):
         assert shown(pg) == len(json.loads(Path(graph).read_text())["nodes"])
         assert pg.locator("#run").is_hidden()
         pg.close()
+
+
+def test_reads_circuit_tracers_own_file(browser, tmp_path):
+    src = Path(__file__).parents[1] / "graph" / "data" / "circuit_tracer_reference.json"
+    graph = tmp_path / "ct.json"
+    shutil.copy(src, graph)
+    doc = json.loads(graph.read_text())
+    with running(graph) as url:
+        pg = browser.new_page()
+        pg.goto(url)
+        pg.wait_for_selector("#graph g.node")
+        assert shown(pg) == len(doc["nodes"])
+        assert pg.locator("#graph path.edge").count() == len(doc["links"])
+        feature = next(n for n in doc["nodes"] if n["feature_type"] == "cross layer transcoder")
+        node_id = feature["node_id"]
+        pg.locator(f'#graph g.node[data-id="{node_id}"]').click()
+        layer, index, _ = feature["node_id"].split("_")
+        assert pg.inner_text("#card h2") == f"L{layer} F{index}"
+        pg.close()
