@@ -55,8 +55,23 @@ MAX_GRAPHS = 500
 MAX_BODY = 4 << 20
 
 
+_SEEN: dict[tuple[str, int, int], dict | None] = {}  # (path, mtime, size) -> _is_graph
+
+
 def _is_graph(path: Path) -> dict | None:
-    """The metadata of ``path`` when it is a graph file (``metadata``, ``nodes``, ``links``)."""
+    """The metadata of ``path`` when it is a graph file (``metadata``, ``nodes``, ``links``);
+    remembered per file version, since graphs with every edge run to many megabytes."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _SEEN:
+        _SEEN[key] = _read_graph_meta(path)
+    return _SEEN[key]
+
+
+def _read_graph_meta(path: Path) -> dict | None:
     try:
         with path.open("rb") as f:
             head = f.read(4096)

@@ -3,9 +3,11 @@
 "use strict";
 
 const SVGNS = "http://www.w3.org/2000/svg";
-const DX = 22; // horizontal room per node in a cell
+const DX = 28; // horizontal room per node in a cell
 const DY = 64; // vertical room per layer row
 const PAD = { left: 40, right: 30, top: 30, bottom: 60 };
+const MAX_CELL = 14; // nodes side by side in one layer-position cell before they squeeze
+const MAX_DRAWN_EDGES = 4000; // the strongest visible edges are drawn; SVG slows down past this
 const KIND = {
   "cross layer transcoder": "feature",
   "mlp reconstruction error": "error",
@@ -100,7 +102,8 @@ function build(doc) {
     S.inEdges.get(l.target).push(l);
     S.outEdges.get(l.source).push(l);
   }
-  S.maxW = Math.max(1e-12, ...S.links.map((l) => Math.abs(l.weight)));
+  S.maxW = 1e-12;
+  for (const l of S.links) S.maxW = Math.max(S.maxW, Math.abs(l.weight));
   const logitLayers = S.nodes.filter((n) => n.kind === "logit").map((n) => n.L);
   const layers = S.nodes.filter((n) => n.kind === "feature" || n.kind === "error").map((n) => n.L + 1);
   S.nLayers = Math.max(0, ...logitLayers, ...layers);
@@ -110,7 +113,6 @@ function build(doc) {
   S.supernodes = (q.supernodes || []).map((s) => s.slice());
   S.selected = q.clickedId && S.byId.has(q.clickedId) ? q.clickedId : null;
   S.dirty = false;
-  layout();
 }
 
 function rowOf(n) {
@@ -119,10 +121,11 @@ function rowOf(n) {
   return n.L + 1;
 }
 
-function layout() {
-  // cells (row, position), most influential node first; a column is as wide as its fullest cell
+function layout(nodes) {
+  // cells (row, position), most influential node first; a column is as wide as its fullest
+  // cell, up to MAX_CELL nodes (more squeeze together: lower the node threshold to spread them)
   const cells = new Map();
-  for (const n of S.nodes) {
+  for (const n of nodes) {
     const k = `${rowOf(n)}:${n.pos}`;
     if (!cells.has(k)) cells.set(k, []);
     cells.get(k).push(n);
@@ -130,7 +133,7 @@ function layout() {
   const width = new Array(S.nPos).fill(1);
   for (const [k, list] of cells) {
     const pos = parseInt(k.split(":")[1], 10);
-    width[pos] = Math.max(width[pos], list.length);
+    width[pos] = Math.min(MAX_CELL, Math.max(width[pos], list.length));
     list.sort((a, b) => (a.influence ?? -1) - (b.influence ?? -1));
   }
   const start = [];
@@ -141,9 +144,10 @@ function layout() {
   S.height = PAD.top + (S.nLayers + 1) * DY + PAD.bottom;
   for (const [k, list] of cells) {
     const [row, pos] = k.split(":").map((v) => parseInt(v, 10));
-    const off = (S.colWidth[pos] - list.length * DX) / 2;
+    const step = Math.min(DX, S.colWidth[pos] / list.length);
+    const off = (S.colWidth[pos] - list.length * step) / 2;
     list.forEach((n, i) => {
-      n.x = start[pos] + off + (i + 0.5) * DX;
+      n.x = start[pos] + off + (i + 0.5) * step;
       n.y = PAD.top + (S.nLayers + 1 - row) * DY;
     });
   }
@@ -151,7 +155,7 @@ function layout() {
 
 function nodeVisible(n) {
   if (n.kind === "embedding" || n.kind === "logit") return true;
-  if (S.pinned.includes(n.node_id)) return true;
+  if (S.pinned.includes(n.node_id) || S.nodeT >= 1) return true; // shares reach 1 + rounding
   return n.influence === null || n.influence === undefined || n.influence <= S.nodeT + 1e-9;
 }
 
@@ -165,6 +169,9 @@ function render() {
   const g = $("graph");
   g.replaceChildren();
   if (!S.doc) return;
+  const shownNodes = S.nodes.filter(nodeVisible);
+  const shown = new Set(shownNodes.map((n) => n.node_id));
+  layout(shownNodes);
   g.setAttribute("width", S.width);
   g.setAttribute("height", S.height);
   const axis = svg("g", { class: "axis" });
@@ -184,11 +191,14 @@ function render() {
   }
   g.append(axis);
 
-  const shown = new Set(S.nodes.filter(nodeVisible).map((n) => n.node_id));
   const edges = svg("g", { id: "edges" });
+  let visible = S.links.filter((l) => edgeVisible(l, shown));
+  const nVisible = visible.length;
+  if (nVisible > MAX_DRAWN_EDGES) {
+    visible = visible.sort((x, y) => Math.abs(y.weight) - Math.abs(x.weight)).slice(0, MAX_DRAWN_EDGES);
+  }
   let nEdges = 0;
-  for (const l of S.links) {
-    if (!edgeVisible(l, shown)) continue;
+  for (const l of visible) {
     const a = S.byId.get(l.source), b = S.byId.get(l.target);
     const my = (a.y + b.y) / 2;
     const path = svg("path", {
@@ -252,7 +262,8 @@ function render() {
   g.dataset.nodes = nShown;
   g.dataset.edges = nEdges;
   $("counts").textContent =
-    `${nShown} of ${S.nodes.length} nodes, ${nEdges} of ${S.links.length} edges shown`;
+    `${nShown} of ${S.nodes.length} nodes, ${nVisible} of ${S.links.length} edges shown` +
+    (nEdges < nVisible ? ` (the strongest ${nEdges} drawn)` : "");
 }
 
 function hover(n, ev) {
