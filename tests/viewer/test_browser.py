@@ -159,8 +159,16 @@ def test_pinned_nodes_become_a_supernode_saved_in_the_file(page, run_dir):
     assert pg.locator("#graph g.node.pinned").count() == 2
 
 
-def test_pie_run_links_its_report(page):
+def test_pie_run_links_its_report(page, run_dir):
     pg, url = page
+    _, _, descs = run_dir
+    first = pg.locator("#kept-list li").first
+    layer, feature = first.inner_text().split()[:2]
+    assert descs[f"{layer[1:]}/{feature[1:]}"] in first.inner_text()
+    node = pg.locator("#graph g.node.feature").first
+    node.hover()
+    node_id = node.get_attribute("data-id")
+    assert descs["/".join(node_id.split("_")[:2])] in pg.inner_text("#tooltip")
     href = pg.locator("#report-link").get_attribute("href")
     assert href == "files/report.html" and pg.locator("#report-link").is_visible()
     assert pg.locator("#kept-list li").count() == 3

@@ -106,6 +106,7 @@ def test_pie_run_index_and_feature_card(tmp_path):
         kept_card = json.loads(request(url, "/api/feature/0/7")[1])
         assert request(url, "/files/report.html")[0] == 200
         assert request(url, "/api/feature/x/3")[0] == 400
+        assert json.loads(request(url, "/api/descriptions")[1]) == descs
     assert card["description"] == descs["1/3"] and card["kept"] is None
     assert card["scores"] == {"clarity": 0.5, "responsiveness": 0.25, "purity": None}
     assert card["detail"]["top_logits"][0]["token"] == " up"

@@ -181,6 +181,13 @@ class Served:
             }
         return out
 
+    def descriptions(self) -> dict[str, str]:
+        """``"layer/feature" -> description`` of every feature the run's stage II described."""
+        descs = self._json("descriptions.json")
+        if not isinstance(descs, dict):
+            return {}
+        return {k: str(v.get("description") or "") for k, v in descs.items() if isinstance(v, dict)}
+
     def feature(self, layer: int, feature: int) -> dict:
         """The feature card's data from the run's files (whatever of them exist)."""
         key = f"{layer}/{feature}"
@@ -271,6 +278,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self._send(200, (VIEWER_DIR / rest).read_bytes(), STATIC[rest])
             if head == "api" and rest == "index":
                 return self._json(self.served.index())
+            if head == "api" and rest == "descriptions":
+                return self._json(self.served.descriptions())
             if head == "api" and rest.startswith("feature/"):
                 layer, _, feature = rest.removeprefix("feature/").partition("/")
                 if not (layer.isdigit() and feature.isdigit()):

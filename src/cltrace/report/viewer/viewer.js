@@ -19,7 +19,7 @@ const S = {
   index: null, path: null, doc: null, nodes: [], byId: new Map(), links: [],
   inEdges: new Map(), outEdges: new Map(), maxW: 1, nLayers: 0, nPos: 0,
   pinned: [], supernodes: [], selected: null, nodeT: 1, edgeT: 0,
-  kept: new Map(), features: new Map(), dirty: false,
+  kept: new Map(), features: new Map(), descriptions: {}, dirty: false,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -80,8 +80,7 @@ function tokenText(pos) {
 
 function label(n) {
   if (n.kind === "feature") {
-    const f = S.features.get(keyOf(n.L, n.F));
-    const desc = n.clerp || (f && f.description) || "";
+    const desc = n.clerp || S.descriptions[keyOf(n.L, n.F)] || "";
     return desc ? `L${n.L} F${n.F}: ${desc}` : `L${n.L} F${n.F}`;
   }
   if (n.kind === "error") return `error L${n.L} at "${tokenText(n.pos)}"`;
@@ -463,7 +462,8 @@ function renderRun() {
       const here = S.nodes.filter((n) => n.kind === "feature" && n.L === f.layer && n.F === f.feature);
       if (here.length) select(here[0].node_id); else showCard(null, f.layer, f.feature);
     },
-  }, `L${f.layer} F${f.feature}`, el("span", { class: "muted" }, ` kept on ${f.kept_count}`))));
+  }, `L${f.layer} F${f.feature} `, el("span", { class: "muted" },
+    `kept on ${f.kept_count}` + (S.descriptions[keyOf(f.layer, f.feature)] ? ` · ${S.descriptions[keyOf(f.layer, f.feature)]}` : "")))));
 }
 
 async function loadGraph(path) {
@@ -499,6 +499,7 @@ async function start() {
   slider("edge-threshold", (v) => { S.edgeT = v; });
   $("group-button").addEventListener("click", groupPinned);
   $("save-button").addEventListener("click", save);
+  if (S.index.kind !== "graph") S.descriptions = await getJSON("api/descriptions");
   renderRun();
   if (!S.index.graphs.length) {
     sel.hidden = true;
