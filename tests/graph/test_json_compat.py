@@ -161,3 +161,33 @@ def test_scan_names_the_transcoder_as_circuit_tracer_does(tmp_path):
     assert transcoder_scan(folder) == "my-clt"
     (folder / "config.yaml").write_text("model_kind: cross_layer_transcoder\nscan: org/clt@v1\n")
     assert transcoder_scan(folder) == "org/clt@v1"
+
+
+def test_attribute_fills_clerp_from_a_runs_descriptions(tmp_path):
+    """``cltrace attribute --descriptions RUN`` labels every described feature node."""
+    import shutil
+    import subprocess
+
+    ref = json.loads((DATA / "circuit_tracer_reference.json").read_text())
+    feats = [n["node_id"].split("_")[:2] for n in ref["nodes"] if n["feature"] >= 0 and
+             n["feature_type"] == "cross layer transcoder"]  # fmt: skip
+    descs = {f"{layer}/{f}": {"description": f"feature {layer}.{f}"} for layer, f in feats[::2]}
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "descriptions.json").write_text(json.dumps(descs))
+    out = tmp_path / "g.json"
+    cltrace_cmd = shutil.which("cltrace") or "cltrace"
+    args = [cltrace_cmd, "attribute", "--prompt", PROMPT, "--out", str(out)]
+    r = subprocess.run([*args, "--descriptions", str(run)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    labels = {
+        "/".join(n["node_id"].split("_")[:2]): n["clerp"]
+        for n in json.loads(out.read_text())["nodes"]
+        if n["feature_type"] == "cross layer transcoder"
+    }
+    assert labels == {k: descs[k]["description"] if k in descs else "" for k in labels}
+    assert sum(bool(v) for v in labels.values()) == len(descs)
+    (run / "descriptions.json").write_text('{"oops": 1}')
+    r = subprocess.run([*args, "--descriptions", str(run)], capture_output=True, text=True)
+    assert r.returncode == 1 and "'<layer>/<feature>'" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

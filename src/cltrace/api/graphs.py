@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,11 +18,17 @@ if TYPE_CHECKING:
 
 
 def _write(
-    graph: Graph, result: GraphPruneResult, model: ModelAdapter, path, scan: str | None = None
+    graph: Graph,
+    result: GraphPruneResult,
+    model: ModelAdapter,
+    path,
+    scan: str | None = None,
+    descriptions: Mapping[tuple[int, int], str] | None = None,
 ) -> Path:
     from cltrace.graph.export import save_graph
 
-    return save_graph(graph, result, path, scan=scan, decode=model.tokenizer.decode)
+    decode = model.tokenizer.decode
+    return save_graph(graph, result, path, scan=scan, decode=decode, descriptions=descriptions)
 
 
 @dataclass
@@ -72,12 +79,18 @@ class PrunedGraph:
         """Completeness score of the pruned graph, in [0, 1]."""
         return self.scores.completeness
 
-    def save(self, path: str | os.PathLike, scan: str | None = None) -> Path:
+    def save(
+        self,
+        path: str | os.PathLike,
+        scan: str | None = None,
+        descriptions: Mapping[tuple[int, int], str] | None = None,
+    ) -> Path:
         """Write the graph JSON viewers read to ``path`` (``NAME.json``, or a folder for
         ``graph.json``) and list it in ``graph-metadata.json`` beside it; returns the file.
         ``scan`` names the transcoder for viewers (see :func:`cltrace.graph.export.transcoder_scan`;
-        default: the transcoder's model name)."""
-        return _write(self.graph, self.result, self.model, path, scan)
+        default: the transcoder's model name); ``descriptions`` maps ``(layer, feature)`` to the
+        label written in ``clerp`` (see :func:`cltrace.graph.export.read_descriptions`)."""
+        return _write(self.graph, self.result, self.model, path, scan, descriptions)
 
     def __str__(self) -> str:
         return (

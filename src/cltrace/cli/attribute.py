@@ -60,6 +60,9 @@ def attribute_cmd(
     out: str = typer.Option(
         ..., "--out", help="Graph file NAME.json (graph-metadata.json goes beside it)."
     ),
+    descriptions: str = typer.Option(
+        None, "--descriptions", help="Label features with a PIE run's descriptions (its folder)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object, not a summary."),
     allow_unk: bool = typer.Option(
         False, "--allow-unk", help="Read prompt words the tokenizer does not know as its unk token."
@@ -68,7 +71,7 @@ def attribute_cmd(
     """Attribution graph of a prompt: prune it, score it, write the graph JSON."""
     from cltrace.api.graphs import attribute_checked, check_inputs
     from cltrace.errors import UsageError
-    from cltrace.graph.export import graph_paths, transcoder_scan
+    from cltrace.graph.export import graph_paths, read_descriptions, transcoder_scan
     from cltrace.graph.influence import path_lengths
     from cltrace.models import load_model
     from cltrace.paths import BUNDLED_CLT_DIR
@@ -81,6 +84,7 @@ def attribute_cmd(
             "France is'."
         )
     targets = list(target or [])
+    labels = read_descriptions(descriptions) if descriptions else None  # before the model loads
     with _output_folder(graph_paths(out)[0]):
         adapter = load_model(model)
         # a prompt or target the model cannot use is a usage error here (exit 2)
@@ -89,7 +93,7 @@ def attribute_cmd(
         full = attribute_checked(adapter, tc, prompt, targets, max_feature_nodes, batch_size)
         pruned = full.prune(node_threshold, edge_threshold)
         paths = path_lengths(full.graph)
-        path = pruned.save(out, scan=transcoder_scan(transcoder))
+        path = pruned.save(out, scan=transcoder_scan(transcoder), descriptions=labels)
     report = {
         "out": str(path),
         "n_nodes": full.n_nodes,

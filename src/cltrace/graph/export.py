@@ -347,11 +347,41 @@ def save_graph(
     path: str | Path,
     scan: str | None = None,
     decode: Callable[[list[int]], str] | None = None,
+    descriptions: Mapping[tuple[int, int], str] | None = None,
 ) -> Path:
     """Write the pruned graph to ``path`` (see :func:`graph_paths`) and list it in the folder's
     ``graph-metadata.json``; returns the graph file."""
     out_dir, slug = graph_paths(path)
-    return write_graph_json(graph_document(graph, slug, result, scan=scan, decode=decode), out_dir)
+    doc = graph_document(graph, slug, result, scan=scan, decode=decode, descriptions=descriptions)
+    return write_graph_json(doc, out_dir)
+
+
+def read_descriptions(path: str | Path) -> dict[tuple[int, int], str]:
+    """Feature labels for ``clerp`` from a PIE run: its directory or its ``descriptions.json``
+    (``{"<layer>/<feature>": {"description": ...}}``; plain strings are accepted as values)."""
+    p = Path(path)
+    file = p / "descriptions.json" if p.is_dir() else p
+    hint = "pass a PIE run directory after stage II, or its descriptions.json."
+    try:
+        data = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise CltraceError(f"{file} does not exist; {hint}") from None
+    except (OSError, ValueError) as exc:
+        raise CltraceError(f"{file} cannot be read as JSON ({exc}); {hint}") from None
+    if not isinstance(data, dict):
+        raise CltraceError(f"{file} is not a mapping of features to descriptions; {hint}")
+    out = {}
+    for key, value in data.items():
+        layer, _, feature = str(key).partition("/")
+        text = value.get("description") if isinstance(value, dict) else value
+        if not (layer.isdigit() and feature.isdigit() and isinstance(text, str)):
+            raise CltraceError(
+                f"{file} has an entry {key!r} that is not '<layer>/<feature>' with a "
+                f"description; {hint}"
+            )
+        if text:
+            out[(int(layer), int(feature))] = text
+    return out
 
 
 def _read(path: str | Path, model: type[BaseModel], what: str):
