@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 import cltrace
 from cltrace.errors import CltraceError
@@ -39,18 +40,33 @@ PROMPT = "When Mary and John went to the store, John gave a drink to"
 REF_IDS = [1, 38, 47, 11, 60, 25, 9, 13, 216, 7, 60, 16, 12, 259, 9]  # what the reference used
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+def _write(tmp_path_factory, token_nodes):
     model = load_model(None)
     assert model.encode(PROMPT) == REF_IDS
     tc = load_transcoder(BUNDLED_CLT_DIR, model=model)
     out = tmp_path_factory.mktemp("compat") / "circuit_tracer_reference.json"
-    path = (
-        cltrace.attribute(model, tc, PROMPT).prune(0.8, 0.98).save(out, scan=transcoder_scan(None))
-    )
+    g = cltrace.attribute(model, tc, PROMPT, token_nodes=token_nodes)
+    path = g.prune(0.8, 0.98).save(out, scan=transcoder_scan(None))
     raw = json.loads(path.read_text())
     ref = json.loads((DATA / "circuit_tracer_reference.json").read_text())
     return raw, ref, path
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """cltrace's default token nodes (whole block-0 input, BOS errors attributed)."""
+    return _write(tmp_path_factory, "cltrace")
+
+
+@pytest.fixture(scope="module")
+def same(tmp_path_factory):
+    """Token nodes and BOS errors defined as circuit-tracer defines them."""
+    return _write(tmp_path_factory, "circuit-tracer")
+
+
+def _links(doc: dict) -> dict:
+    keys = {n["node_id"]: _key(n) for n in doc["nodes"]}
+    return {(keys[lk["source"]], keys[lk["target"]]): lk["weight"] for lk in doc["links"]}
 
 
 def _key(node: dict) -> tuple:
@@ -89,12 +105,7 @@ def test_every_node_field_matches_circuit_tracer(pair):
 
 def test_edges_between_features_and_errors_match_circuit_tracer(pair):
     raw, ref, _ = pair
-
-    def links(doc):
-        keys = {n["node_id"]: _key(n) for n in doc["nodes"]}
-        return {(keys[lk["source"]], keys[lk["target"]]): lk["weight"] for lk in doc["links"]}
-
-    ours, theirs = links(raw), links(ref)
+    ours, theirs = _links(raw), _links(ref)
     same_definition = [
         k for k in theirs
         if k[0][0] == NodeKind.FEATURE or (k[0][0] == NodeKind.ERROR and k[0][3] > 0)
@@ -103,6 +114,51 @@ def test_edges_between_features_and_errors_match_circuit_tracer(pair):
     assert len(common) >= 40 and len(common) >= len(same_definition) - 2
     for k in common:
         assert ours[k] == pytest.approx(theirs[k], rel=1e-4, abs=1e-7)
+
+
+def test_circuit_tracer_token_nodes_give_its_graph_entry_for_entry(same):
+    """With ``token_nodes="circuit-tracer"`` every node (influence included) and every edge of
+    circuit-tracer's file is in cltrace's, with the same values, and nothing else is."""
+    raw, ref, _ = same
+    ours, theirs = _links(raw), _links(ref)
+    assert ours.keys() == theirs.keys() and len(ours) == len(ref["links"])
+    for k, w in theirs.items():
+        assert ours[k] == pytest.approx(w, rel=1e-4, abs=1e-6), k
+    nodes = {_key(n): n for n in raw["nodes"]}
+    assert nodes.keys() == {_key(n) for n in ref["nodes"]}
+    for want in ref["nodes"]:
+        got = nodes[_key(want)]
+        for field, value in want.items():
+            if field == "node_id":
+                continue
+            if isinstance(value, float):
+                assert got[field] == pytest.approx(value, rel=1e-4, abs=1e-5), field
+            else:
+                assert got[field] == value, field
+
+
+def test_circuit_tracer_token_nodes_still_add_up():
+    """Each target's edges plus its bias-only value give its real value in both definitions,
+    and on a model without learned position embeddings the token edges do not change."""
+    from cltrace.graph import AttributionConfig, attribute
+    from cltrace.testing import random_transcoder, tiny_model
+
+    model = load_model(None)
+    tc = load_transcoder(BUNDLED_CLT_DIR, model=model)
+    for mode in ("cltrace", "circuit-tracer"):
+        g = attribute(model, tc, PROMPT, config=AttributionConfig(token_nodes=mode))
+        total = g.adjacency.sum(1) + g.bias_values
+        assert torch.allclose(total, g.target_values, atol=1e-4, rtol=1e-4), mode
+    rotary = tiny_model("gemma2")
+    rtc = random_transcoder(rotary, d_features=24)
+    a, b = (attribute(rotary, rtc, "w3 w8 w1 w3", config=AttributionConfig(token_nodes=m))
+            for m in ("cltrace", "circuit-tracer"))  # fmt: skip
+    idx = a.index
+    assert torch.allclose(a.adjacency[:, idx.tokens()], b.adjacency[:, idx.tokens()], atol=1e-6)
+    bos_errors = [idx.error_node(layer, 0) for layer in range(idx.n_layers)]
+    assert (b.adjacency[:, bos_errors] == 0).all() and (a.adjacency[:, bos_errors] != 0).any()
+    with pytest.raises(CltraceError, match="token_nodes"):
+        AttributionConfig(token_nodes="other")
 
 
 def test_graph_metadata_lists_what_circuit_tracer_lists(pair):
@@ -164,7 +220,8 @@ def test_scan_names_the_transcoder_as_circuit_tracer_does(tmp_path):
 
 
 def test_attribute_fills_clerp_from_a_runs_descriptions(tmp_path):
-    """``cltrace attribute --descriptions RUN`` labels every described feature node."""
+    """``cltrace attribute --descriptions RUN`` labels every described feature node;
+    ``--token-nodes circuit-tracer`` gives circuit-tracer's edges."""
     import shutil
     import subprocess
 
@@ -178,8 +235,13 @@ def test_attribute_fills_clerp_from_a_runs_descriptions(tmp_path):
     out = tmp_path / "g.json"
     cltrace_cmd = shutil.which("cltrace") or "cltrace"
     args = [cltrace_cmd, "attribute", "--prompt", PROMPT, "--out", str(out)]
-    r = subprocess.run([*args, "--descriptions", str(run)], capture_output=True, text=True)
+    r = subprocess.run(
+        [*args, "--descriptions", str(run), "--token-nodes", "circuit-tracer"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
+    assert _links(json.loads(out.read_text())).keys() == _links(ref).keys()
     labels = {
         "/".join(n["node_id"].split("_")[:2]): n["clerp"]
         for n in json.loads(out.read_text())["nodes"]
@@ -191,3 +253,5 @@ def test_attribute_fills_clerp_from_a_runs_descriptions(tmp_path):
     r = subprocess.run([*args, "--descriptions", str(run)], capture_output=True, text=True)
     assert r.returncode == 1 and "'<layer>/<feature>'" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+    r = subprocess.run([*args, "--token-nodes", "tl"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--token-nodes 'tl' is unknown" in r.stderr

@@ -224,13 +224,16 @@ def attribute_checked(
     targets: list[str],
     max_feature_nodes: int | None = None,
     batch_size: int = 64,
+    token_nodes: str = "cltrace",
 ) -> AttributionGraph:
     """:func:`attribute` on loaded objects whose inputs :func:`check_inputs` already passed."""
     from cltrace.graph import AttributionConfig
     from cltrace.graph import attribute as _attribute
     from cltrace.graph.influence import graph_scores
 
-    cfg = AttributionConfig(max_feature_nodes=max_feature_nodes, batch_size=batch_size)
+    cfg = AttributionConfig(
+        max_feature_nodes=max_feature_nodes, batch_size=batch_size, token_nodes=token_nodes
+    )
     graph = _attribute(adapter, transcoder, prompt, targets=targets or None, config=cfg)
     return AttributionGraph(graph, adapter, graph_scores(graph))
 
@@ -243,6 +246,7 @@ def attribute(
     max_feature_nodes: int | None = None,
     batch_size: int = 64,
     allow_unk: bool = False,
+    token_nodes: str = "cltrace",
 ) -> AttributionGraph:
     """The attribution graph of ``prompt`` (BOS is prepended), scored; nothing is written.
 
@@ -250,6 +254,8 @@ def attribute(
     ``targets`` are single-token logit targets (default: the most likely next tokens);
     ``max_feature_nodes`` keeps at most that many feature nodes, by influence. Unknown prompt
     words are an error unless ``allow_unk`` (then read as the unk token, with a warning).
+    ``token_nodes="circuit-tracer"`` defines token nodes and the BOS errors as circuit-tracer
+    does (see :class:`cltrace.graph.AttributionConfig`).
     """
     from cltrace.api.loading import as_model, as_transcoder
 
@@ -257,7 +263,7 @@ def attribute(
     tc = as_transcoder(transcoder, adapter)
     check_inputs(adapter, prompt, list(targets or []), allow_unk)
     return attribute_checked(adapter, tc, prompt, list(targets or []), max_feature_nodes,
-                             batch_size)  # fmt: skip
+                             batch_size, token_nodes)  # fmt: skip
 
 
 __all__: list[Any] = ["AttributionGraph", "PrunedGraph", "attribute"]

@@ -60,6 +60,12 @@ def attribute_cmd(
     out: str = typer.Option(
         ..., "--out", help="Graph file NAME.json (graph-metadata.json goes beside it)."
     ),
+    token_nodes: str = typer.Option(
+        "cltrace",
+        "--token-nodes",
+        help="cltrace (token + position embedding) or circuit-tracer (token embedding only, "
+        "BOS errors unattributed: edges match circuit-tracer's graphs).",
+    ),
     descriptions: str = typer.Option(
         None, "--descriptions", help="Label features with a PIE run's descriptions (its folder)."
     ),
@@ -84,13 +90,19 @@ def attribute_cmd(
             "France is'."
         )
     targets = list(target or [])
+    if token_nodes not in ("cltrace", "circuit-tracer"):
+        raise UsageError(
+            f"--token-nodes {token_nodes!r} is unknown; pass cltrace or circuit-tracer."
+        )
     labels = read_descriptions(descriptions) if descriptions else None  # before the model loads
     with _output_folder(graph_paths(out)[0]):
         adapter = load_model(model)
         # a prompt or target the model cannot use is a usage error here (exit 2)
         check_inputs(adapter, prompt, targets, allow_unk, "--prompt", "--target", UsageError)
         tc = load_transcoder(transcoder or BUNDLED_CLT_DIR, model=adapter)
-        full = attribute_checked(adapter, tc, prompt, targets, max_feature_nodes, batch_size)
+        full = attribute_checked(
+            adapter, tc, prompt, targets, max_feature_nodes, batch_size, token_nodes
+        )
         pruned = full.prune(node_threshold, edge_threshold)
         paths = path_lengths(full.graph)
         path = pruned.save(out, scan=transcoder_scan(transcoder), descriptions=labels)
