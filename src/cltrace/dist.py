@@ -66,6 +66,14 @@ def start(device: str | None = None, timeout_s: float = 1800.0) -> World:
     return world
 
 
+def local_device(device):
+    """``cuda`` under torchrun means this rank's GPU: ``cuda:LOCAL_RANK``."""
+    import torch
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return torch.device("cuda", local) if device.type == "cuda" else device
+
+
 def barrier(world: World) -> None:
     """Wait for every rank (nothing to wait for in a world of one)."""
     if world.distributed:

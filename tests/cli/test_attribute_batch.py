@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tests.cli.conftest import _env, expect_error
 
@@ -91,3 +92,18 @@ def test_batch_input_errors(cli, prompt_file, tmp_path):
     assert not (out / "prompt-0000.json").exists()
     expect_error(cli("attribute", "--data", tmp_path / "missing.jsonl", "--out", out), 2,
                  "missing.jsonl")  # fmt: skip
+
+
+def test_device_and_dtype_options(cli, tmp_path):
+    out = tmp_path / "g.json"
+    prompt = PROMPTS[0]
+    expect_error(cli("attribute", "--prompt", prompt, "--out", out, "--dtype", "fp8"), 2, "fp8",
+                 "bfloat16")  # fmt: skip
+    expect_error(cli("attribute", "--prompt", prompt, "--out", out, "--device", "tpu"), 2, "tpu")
+    if not torch.cuda.is_available():
+        expect_error(cli("attribute", "--prompt", prompt, "--out", out, "--device", "cuda"), 1,
+                     "GPU", "--device cpu")  # fmt: skip
+    assert not out.exists()
+    done = cli("attribute", "--prompt", prompt, "--out", out, "--dtype", "bf16", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["replacement_score"] > 0.5 and out.exists()

@@ -77,6 +77,10 @@ def attribute_cmd(
     descriptions: str = typer.Option(
         None, "--descriptions", help="Label features with a PIE run's descriptions (its folder)."
     ),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or mps."),
+    dtype: str = typer.Option(
+        "float32", "--dtype", help="Weights and activations: float32, bfloat16 or float16."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object, not a summary."),
     allow_unk: bool = typer.Option(
         False, "--allow-unk", help="Read prompt words the tokenizer does not know as its unk token."
@@ -89,11 +93,13 @@ def attribute_cmd(
     from cltrace.graph.influence import path_lengths
     from cltrace.models import load_model
     from cltrace.paths import BUNDLED_CLT_DIR
+    from cltrace.precision import parse_device, parse_dtype
     from cltrace.transcoders import load_transcoder
 
     t0 = time.perf_counter()
     if (prompt is None) == (data is None):
         raise UsageError("pass exactly one of --prompt TEXT and --data FILE.")
+    where = {"device": parse_device(device), "dtype": parse_dtype(dtype)}
     if token_nodes not in ("cltrace", "circuit-tracer"):
         raise UsageError(
             f"--token-nodes {token_nodes!r} is unknown; pass cltrace or circuit-tracer."
@@ -122,10 +128,10 @@ def attribute_cmd(
     targets = list(target or [])
     labels = read_descriptions(descriptions) if descriptions else None  # before the model loads
     with _output_folder(graph_paths(out)[0]):
-        adapter = load_model(model)
+        adapter = load_model(model, **where)
         # a prompt or target the model cannot use is a usage error here (exit 2)
         check_inputs(adapter, prompt, targets, allow_unk, "--prompt", "--target", UsageError)
-        tc = load_transcoder(transcoder or BUNDLED_CLT_DIR, model=adapter)
+        tc = load_transcoder(transcoder or BUNDLED_CLT_DIR, model=adapter, **where)
         full = attribute_checked(
             adapter, tc, prompt, targets, max_feature_nodes, batch_size, token_nodes
         )
@@ -182,6 +188,7 @@ def _attribute_file(
     as_json: bool,
     allow_unk: bool,
     t0: float,
+    where: dict,
 ) -> None:
     """``--data``: one graph per prompt, this rank's share under torchrun."""
     from cltrace import dist
@@ -192,11 +199,14 @@ def _attribute_file(
     from cltrace.transcoders import load_transcoder
 
     items = read_prompt_file(data)  # before the model loads
-    world = dist.start()
+    device = where["device"]
+    if device.type == "cuda" and device.index is None:
+        device = where["device"] = dist.local_device(device)  # one GPU per rank
+    world = dist.start(str(device))
     try:
         with _output_folder(Path(out)):
-            adapter = load_model(model)
-            tc = load_transcoder(transcoder or BUNDLED_CLT_DIR, model=adapter)
+            adapter = load_model(model, **where)
+            tc = load_transcoder(transcoder or BUNDLED_CLT_DIR, model=adapter, **where)
             summary = attribute_prompts(
                 adapter, tc, items, out, world, node_threshold=node_threshold,
                 edge_threshold=edge_threshold, max_feature_nodes=max_feature_nodes,
