@@ -148,10 +148,19 @@ def test_pinned_nodes_become_a_supernode_saved_in_the_file(page, run_dir):
     pg.locator("#supernode-name").fill("says Mary")
     pg.locator("#group-button").click()
     assert pg.locator("#graph g.supernode").count() == 1
+    # the same pins again make no second group: a node is in one supernode at most
+    pg.locator("#group-button").click()
+    expect(pg.locator("#save-status")).to_contain_text("in no supernode yet")
+    assert pg.locator("#graph g.supernode").count() == 1
     pg.locator("#save-button").click()
     expect(pg.locator("#save-status")).to_have_text("saved")
     q = json.loads(graph.read_text())["qParams"]
     assert q["supernodes"] == [["says Mary", *ids]]
+    from cltrace.graph.export import load_graph_json
+    from cltrace.graph.supernodes import read_supernodes
+
+    saved = read_supernodes(load_graph_json(graph))  # the supernode tools read it back
+    assert [(sn.name, list(sn.members)) for sn in saved] == [("says Mary", ids)]
     assert q["pinnedIds"] == ids and q["clickedId"] == ids[1]
     # a reload shows what was saved
     pg.reload()
@@ -203,4 +212,29 @@ def test_reads_circuit_tracers_own_file(browser, tmp_path):
         pg.locator(f'#graph g.node[data-id="{node_id}"]').click()
         layer, index, _ = feature["node_id"].split("_")
         assert pg.inner_text("#card h2") == f"L{layer} F{index}"
+        pg.close()
+
+
+def test_shows_a_coarsened_graph(browser, run_dir, tmp_path):
+    """A graph whose supernodes were merged into single nodes (cltrace supernodes) renders its
+    merged nodes with their names."""
+    from cltrace.graph.export import graph_json_text, load_graph_json
+    from cltrace.graph.supernodes import Supernode, coarsen
+
+    _, graph, _ = run_dir
+    doc = load_graph_json(graph)
+    doc.qParams.supernodes = []
+    feats = [n.node_id for n in doc.nodes if n.feature_type == "cross layer transcoder"][:3]
+    coarse = coarsen(doc, [Supernode("three features", feats)])
+    path = tmp_path / "coarse.json"
+    path.write_text(graph_json_text(coarse))
+    with running(path) as url:
+        pg = browser.new_page()
+        pg.goto(url)
+        pg.wait_for_selector("#graph g.node")
+        assert shown(pg) == len(coarse.nodes) == len(doc.nodes) - 2
+        merged = pg.locator("#graph g.node.supernode")
+        assert merged.count() == 1 and merged.text_content() == "three features"
+        merged.click()
+        assert "supernode: three features (3 nodes)" in pg.inner_text("#card h2")
         pg.close()

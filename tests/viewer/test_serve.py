@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -196,6 +197,8 @@ def test_cli_serves_until_stopped(tree):
     proc = subprocess.Popen(
         [CLTRACE, "serve", str(tree), "--port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # a child of a background job inherits an ignored SIGINT; restore Ctrl-C
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         line = proc.stdout.readline()
@@ -203,9 +206,13 @@ def test_cli_serves_until_stopped(tree):
         assert m and "folder (2 graphs)" in line, line
         status, body, _ = request(m.group(1), "/")
         assert status == 200 and b"viewer.js" in body
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0 and out.strip() == "stopped." and err == ""
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def test_port_in_use_is_a_clear_error(tree):

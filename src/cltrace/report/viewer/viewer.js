@@ -57,9 +57,12 @@ const keyOf = (layer, feature) => `${layer}/${feature}`;
 // ---------------------------------------------------------------- graph model
 
 function decorate(n) {
-  n.kind = KIND[n.feature_type] || "feature";
+  // a coarsened graph's merged nodes (cltrace supernodes) have their own feature_type
+  n.kind = KIND[n.feature_type] || "supernode";
   const parts = n.node_id.split("_");
-  if (n.kind === "feature") {
+  if (n.kind === "supernode") {
+    n.L = n.layer === "E" ? -1 : parseInt(n.layer, 10);
+  } else if (n.kind === "feature") {
     n.L = parseInt(n.layer, 10);
     n.F = parseInt(parts[1], 10); // both writers put the feature index in the id
   } else if (n.kind === "error") {
@@ -85,6 +88,7 @@ function label(n) {
   }
   if (n.kind === "error") return `error L${n.L} at "${tokenText(n.pos)}"`;
   if (n.kind === "embedding") return `token "${tokenText(n.pos)}" (pos ${n.pos})`;
+  if (n.kind === "supernode") return `supernode: ${n.clerp}` + (n.members ? ` (${n.members.length} nodes)` : "");
   return n.clerp || `logit ${n.feature}`;
 }
 
@@ -115,7 +119,7 @@ function build(doc) {
 }
 
 function rowOf(n) {
-  if (n.kind === "embedding") return 0;
+  if (n.kind === "embedding" || (n.kind === "supernode" && n.L < 0)) return 0;
   if (n.kind === "logit") return S.nLayers + 1;
   return n.L + 1;
 }
@@ -244,12 +248,14 @@ function render() {
     if (n.kind === "feature") shape = svg("circle", { r: 7 });
     else if (n.kind === "error") shape = svg("rect", { x: -6, y: -6, width: 12, height: 12 });
     else if (n.kind === "embedding") shape = svg("rect", { x: -9, y: -6, width: 18, height: 12, rx: 3 });
+    else if (n.kind === "supernode") shape = svg("rect", { x: -11, y: -8, width: 22, height: 16, rx: 8 });
     else shape = svg("polygon", { points: "0,-9 9,0 0,9 -9,0" });
     shape.setAttribute("class", "shape");
     ng.append(shape);
-    if (n.kind === "feature" || n.kind === "logit") {
+    if (n.kind === "feature" || n.kind === "logit" || n.kind === "supernode") {
       const t = svg("text", { y: 18, "text-anchor": "middle" });
-      t.textContent = n.kind === "feature" ? `${n.L}/${n.F}` : (n.clerp.match(/"(.*)"/) || ["", ""])[1];
+      t.textContent = n.kind === "feature" ? `${n.L}/${n.F}`
+        : n.kind === "supernode" ? n.clerp : (n.clerp.match(/"(.*)"/) || ["", ""])[1];
       ng.append(t);
     }
     ng.addEventListener("mouseenter", (ev) => hover(n, ev));
@@ -415,9 +421,21 @@ function renderPins() {
 }
 
 function groupPinned() {
-  if (S.pinned.length < 2) { $("save-status").textContent = "pin at least two nodes first"; return; }
+  // a node belongs to one supernode at most, and names are distinct (as the format's readers
+  // check): pinned nodes already in a group stay out of the new one
+  const grouped = new Set(S.supernodes.flatMap(([, ...ids]) => ids));
+  const members = S.pinned.filter((id) => !grouped.has(id));
+  if (members.length < 2) {
+    $("save-status").textContent = "pin at least two nodes that are in no supernode yet";
+    return;
+  }
+  const names = new Set(S.supernodes.map(([name]) => name));
   const name = $("supernode-name").value.trim() || `supernode ${S.supernodes.length + 1}`;
-  S.supernodes.push([name, ...S.pinned]);
+  if (names.has(name)) {
+    $("save-status").textContent = `a supernode is already called "${name}"; pick another name`;
+    return;
+  }
+  S.supernodes.push([name, ...members]);
   $("supernode-name").value = "";
   S.dirty = true;
   render();
