@@ -77,7 +77,15 @@ def train_clt(
         f"{out}/checkpoint.pt holds the last checkpoint (every {cfg.checkpoint_every} steps), if "
         "one was reached; add --resume to the same command to continue from it"
     )
-    train_transcoder(adapter, texts, out, cfg, resume=resume, progress=progress)
+    from cltrace import dist
+
+    world = dist.start()  # several processes under torchrun: data-parallel (see train_transcoder)
+    try:
+        train_transcoder(adapter, texts, out, cfg, resume=resume, progress=progress, world=world)
+    finally:
+        dist.finish(world)
+    if not world.is_main:
+        return
     stats = json.loads((out / "train_stats.json").read_text())
     typer.echo(f"saved {out} ({stats['seconds']:.0f} s, {stats['tokens_per_s']:.0f} tokens/s)")
 
