@@ -108,3 +108,28 @@ def test_supernodes_bad_input_is_one_sentence(cli, assets, tmp_path, args, fragm
 
 def test_evaluate_rejects_an_unknown_eval(cli, tmp_path):
     expect_error(cli("evaluate", "--run", tmp_path, "--evals", "sort,nope"), 2, "--evals")
+
+
+def test_evaluate_sort_and_contrastive_on_a_run(cli, assets, tmp_path):
+    from cltrace.pie import PieConfig, run_pie
+    from cltrace.prune import PruneConfig
+    from cltrace.tasks import write_pairs
+    from tests.score.test_pipeline import PAIRS
+
+    write_pairs(tmp_path / "pairs.json", PAIRS)
+    cfg = PieConfig(
+        data=str(tmp_path / "pairs.json"), model=str(assets / "model"),
+        transcoder=str(assets / "clt"), methods=("fap",), random_sweep=(),
+        prune=PruneConfig(budgets=(8,)), n_boot=20, interpret_method="fap", interpret_budget=8,
+    )  # fmt: skip
+    run = tmp_path / "run"
+    run_pie(cfg, run)
+    done = cli("evaluate", "--run", run, "--evals", "sort,contrastive", "--corpus",
+               assets / "corpus.txt")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rep = json.loads((run / "feature_evals.json").read_text())
+    assert set(rep["evals"]) == {"sort", "contrastive"}
+    for e in rep["evals"].values():
+        assert e["n_items"] == 0 or 0.0 <= e["score"] <= 1.0
+    assert rep["evals"]["sort"]["n_items"] > 0
+    assert "chance 0.5" in (run / "feature_evals.html").read_text()
