@@ -41,6 +41,11 @@ def test_global_features_writes_json_and_html(cli, assets, tmp_path):
     assert set(rep["top_pairs"]) == {"v", "era", "twera"}
     assert json.loads((out / "global.json").read_text())["n_tokens"] == rep["n_tokens"]
     assert "<table>" in (out / "global.html").read_text()
+    # the finished co-activation state is reused: a rerun reads it and reports the same pairs
+    assert len(list(out.glob("coact-*.npz"))) == 1
+    again = cli("global", "--features", "1/3,2/5", *_tiny(assets), "--corpus",
+                assets / "corpus.txt", "--n-docs", "30", "--out", out, "--json")  # fmt: skip
+    assert json.loads(again.stdout)["top_pairs"] == rep["top_pairs"]
 
 
 @pytest.mark.slow
