@@ -31,6 +31,10 @@ def load_texts(
     if source is None or (isinstance(source, str) and source in ("", BUNDLED)):
         from cltrace.bundled.corpus import CorpusConfig, generate_corpus
 
+        if n_docs is None:
+            raise CltraceError(
+                "the bundled corpus is generated: give n_docs, its number of documents."
+            )
         return generate_corpus(CorpusConfig(n_docs=n_docs, seed=seed))
     if not isinstance(source, (str, os.PathLike)):
         texts = [t for t in source if t.strip()]

@@ -22,6 +22,7 @@ from cltrace.errors import CltraceError
 from cltrace.models.adapter import ModelAdapter
 from cltrace.models.freeze import FrozenState, record_frozen
 from cltrace.transcoders import CrossLayerTranscoder, SparseActivations, check_compatible
+from cltrace.transcoders.bind import bind_transcoder
 from cltrace.transcoders.hooknames import hook_site
 
 
@@ -45,11 +46,16 @@ class ReplacementState:
     logits: Float[Tensor, "pos d_vocab"]
 
 
-def check_sites(transcoder: CrossLayerTranscoder) -> None:
-    """cltrace's replacement model needs features that read ``mlp_in`` and write ``mlp_out``."""
+def check_sites(transcoder: CrossLayerTranscoder, adapter: ModelAdapter | None = None) -> None:
+    """cltrace's replacement model needs features that read ``mlp_in`` and write ``mlp_out``.
+
+    With ``adapter``, a transcoder reading the norm before its weight (``ln2.hook_normalized``)
+    is first bound to the model (:func:`~cltrace.transcoders.bind.bind_transcoder`)."""
+    if adapter is not None:
+        bind_transcoder(transcoder, adapter)
     cfg = transcoder.cfg
     src, dst = hook_site(cfg.feature_input_hook), hook_site(cfg.feature_output_hook)
-    if src.kind != "mlp_in" or src.before_norm or dst.kind != "mlp_out":
+    if src.kind != "mlp_in" or src.before_norm or src.pre_affine or dst.kind != "mlp_out":
         raise CltraceError(
             f"the transcoder reads {cfg.feature_input_hook!r} and writes "
             f"{cfg.feature_output_hook!r}, but attribution needs features that read the MLP "
@@ -125,7 +131,7 @@ def build_replacement(
 ) -> ReplacementState:
     """Run the prompt once and decompose every MLP output into features, bias, skip and error."""
     check_compatible(transcoder, adapter, names=False)  # loading already warned
-    check_sites(transcoder)
+    check_sites(transcoder, adapter)
     if tokens.ndim == 1:
         tokens = tokens[None]
     if tokens.shape[0] != 1:

@@ -175,8 +175,8 @@ def test_max_feature_nodes_keeps_the_most_influential_and_exact_rows():
 
 
 def test_selection_influence_equals_the_graph_influence_of_the_visited_rows():
-    from cltrace.graph.attribute import _partial_influence
     from cltrace.graph.influence import normalized_adjacency, propagated_influence
+    from cltrace.graph.selection import partial_influence
 
     adapter = tiny_model("gpt2", n_layers=4)  # paths through 3 features: second-order terms
     tc = random_transcoder(adapter, d_features=32)
@@ -186,7 +186,7 @@ def test_selection_influence_equals_the_graph_influence_of_the_visited_rows():
     gen = torch.Generator().manual_seed(0)
     for visited in (torch.arange(n), torch.randperm(n, generator=gen)[: n // 3]):
         norms = A[visited].abs().sum(1).clamp(min=1e-10)
-        fast = _partial_influence(A[n:], g.logit_probs, A[visited], norms, visited, n)
+        fast = partial_influence(A[n:], g.logit_probs, A[visited], norms, visited, n)
         # independent: the graph's Neumann series with the unvisited feature rows removed
         kept = A.clone()
         dropped = torch.ones(n, dtype=torch.bool)

@@ -28,3 +28,10 @@ def test_resid_mid_is_flagged_before_norm():
 def test_unknown_hook():
     with pytest.raises(CltraceError, match="hook_attn_out"):
         hook_site("blocks.0.hook_attn_out")
+
+
+def test_normalized_is_before_the_norm_weight_and_mlp_hook_out_before_a_post_norm():
+    assert hook_site("blocks.2.ln2.hook_normalized").pre_affine
+    assert not hook_site("mlp.hook_in").pre_affine
+    assert hook_site("mlp.hook_out").before_post_norm
+    assert not hook_site("hook_mlp_out").before_post_norm

@@ -11,9 +11,18 @@ from __future__ import annotations
 import os
 import sys
 
-import cltrace.cli.global_view  # noqa: F401  (registers commands)
-import cltrace.cli.supernodes  # noqa: F401  (registers commands)
-from cltrace.cli import attribute, bundled, evaluate, interpret, pie, tasks, transcoders  # noqa: F401  (registers commands)
+from cltrace.cli import (  # noqa: F401  (importing a module registers its commands)
+    attribute,
+    bundled,
+    evaluate,
+    global_view,
+    interpret,
+    pie,
+    serve,
+    supernodes,
+    tasks,
+    transcoders,
+)
 from cltrace.cli._apps import app, state
 from cltrace.errors import CltraceError
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,6 +60,15 @@ def attribute_cmd(
     out: str = typer.Option(
         ..., "--out", help="Graph file NAME.json (graph-metadata.json goes beside it)."
     ),
+    token_nodes: str = typer.Option(
+        "cltrace",
+        "--token-nodes",
+        help="cltrace (token + position embedding) or circuit-tracer (token embedding only, "
+        "BOS errors unattributed: edges match circuit-tracer's graphs).",
+    ),
+    descriptions: str = typer.Option(
+        None, "--descriptions", help="Label features with a PIE run's descriptions (its folder)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object, not a summary."),
     allow_unk: bool = typer.Option(
         False, "--allow-unk", help="Read prompt words the tokenizer does not know as its unk token."
@@ -67,7 +77,7 @@ def attribute_cmd(
     """Attribution graph of a prompt: prune it, score it, write the graph JSON."""
     from cltrace.api.graphs import attribute_checked, check_inputs
     from cltrace.errors import UsageError
-    from cltrace.graph.export import graph_paths
+    from cltrace.graph.export import graph_paths, read_descriptions, transcoder_scan
     from cltrace.graph.influence import path_lengths
     from cltrace.models import load_model
     from cltrace.paths import BUNDLED_CLT_DIR
@@ -80,15 +90,22 @@ def attribute_cmd(
             "France is'."
         )
     targets = list(target or [])
+    if token_nodes not in ("cltrace", "circuit-tracer"):
+        raise UsageError(
+            f"--token-nodes {token_nodes!r} is unknown; pass cltrace or circuit-tracer."
+        )
+    labels = read_descriptions(descriptions) if descriptions else None  # before the model loads
     with _output_folder(graph_paths(out)[0]):
         adapter = load_model(model)
         # a prompt or target the model cannot use is a usage error here (exit 2)
         check_inputs(adapter, prompt, targets, allow_unk, "--prompt", "--target", UsageError)
         tc = load_transcoder(transcoder or BUNDLED_CLT_DIR, model=adapter)
-        full = attribute_checked(adapter, tc, prompt, targets, max_feature_nodes, batch_size)
+        full = attribute_checked(
+            adapter, tc, prompt, targets, max_feature_nodes, batch_size, token_nodes
+        )
         pruned = full.prune(node_threshold, edge_threshold)
         paths = path_lengths(full.graph)
-        path = pruned.save(out)
+        path = pruned.save(out, scan=transcoder_scan(transcoder), descriptions=labels)
     report = {
         "out": str(path),
         "n_nodes": full.n_nodes,
@@ -123,3 +140,4 @@ def attribute_cmd(
         f"{pruned.completeness_score:.3f}"
     )
     typer.echo(f"wrote {path} ({report['seconds']:.1f} s)")
+    typer.echo(f"view it: cltrace serve {shlex.quote(str(path))}")

@@ -19,16 +19,25 @@ import time
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
 from cltrace.errors import CltraceError
 from cltrace.graph.nodes import Graph, NodeIndex
+from cltrace.graph.rows import DirectGradients, EdgeComputer
+from cltrace.graph.selection import select_by_influence
+from cltrace.graph.targets import (
+    bias_values,
+    encoder_rows,
+    logit_difference_direction,
+    resolve_targets,
+    target_values,
+)
 from cltrace.models.adapter import ModelAdapter
-from cltrace.models.freeze import frozen
-from cltrace.models.linear import FrozenTranspose
-from cltrace.replacement import ReplacementState, build_replacement, decoder_block
+from cltrace.replacement import build_replacement
 from cltrace.transcoders import CrossLayerTranscoder
+
+__all__ = ["AttributionConfig", "attribute", "logit_difference_direction"]
 
 
 @dataclass
@@ -49,248 +58,42 @@ class AttributionConfig:
     """Features at position 0 are not nodes (their writes go to the error nodes)."""
     update_interval: int = 4
     """With ``max_feature_nodes``: recompute influence after this many batches of rows."""
+    token_nodes: str = "cltrace"
+    """What token nodes stand for. ``cltrace``: the whole block-0 input at the position (the
+    token embedding plus any learned position embedding), and every error node has edges.
+    ``circuit-tracer``: the token embedding only (a learned position embedding is left
+    unattributed, like a bias) and the error vectors at position 0 (the BOS) unattributed, as
+    circuit-tracer defines them, so its graphs and cltrace's match edge for edge. The two
+    differ only on models with learned position embeddings and in the BOS errors."""
+
+    def __post_init__(self) -> None:
+        if self.token_nodes not in TOKEN_NODES:
+            raise CltraceError(
+                f"token_nodes {self.token_nodes!r} is not one of {', '.join(TOKEN_NODES)}; "
+                "pick one of those."
+            )
 
 
-@dataclass
-class LogitTargets:
-    """The logit nodes: vocabulary ids (-1 for a direction), read vectors and weights."""
-
-    tokens: Int[Tensor, " k"]
-    vectors: Float[Tensor, "k d_model"]
-    probs: Float[Tensor, " k"]
+TOKEN_NODES = ("cltrace", "circuit-tracer")
 
 
-def salient_logits(
-    adapter: ModelAdapter, logits: Float[Tensor, " d_vocab"], cfg: AttributionConfig
-) -> LogitTargets:
-    """The most likely tokens up to ``desired_logit_prob`` (at most ``max_n_logits``)."""
-    probs = torch.softmax(logits.float(), -1)
-    top_p, top_i = probs.topk(min(cfg.max_n_logits, probs.numel()))
-    cut = int(torch.searchsorted(top_p.cumsum(0), torch.tensor(cfg.desired_logit_prob))) + 1
-    return token_targets(adapter, top_i[:cut], probs)
+def position_inputs(adapter: ModelAdapter, tokens: Tensor) -> Float[Tensor, "pos d_model"]:
+    """The part of the block-0 input that is not the token embedding's (a learned position
+    embedding; zero for rotary models): the block-0 input with the embedding's output zeroed.
+    (A scale applied to the embedding, as Gemma's, stays with the token.)"""
+    seen: dict[str, Tensor] = {}
 
+    def keep(t):
+        seen["x"] = t
 
-def token_targets(
-    adapter: ModelAdapter, ids: Int[Tensor, " k"], probs: Float[Tensor, " d_vocab"]
-) -> LogitTargets:
-    W_U = adapter.W_U.detach().float()
-    vecs = (W_U[:, ids] - W_U.mean(1, keepdim=True)).T
-    return LogitTargets(ids.long(), vecs, probs[ids])
-
-
-class DirectGradients:
-    """Gradients of target reads at the leaves of the frozen model (see module docstring).
-
-    Runs :class:`~cltrace.models.linear.FrozenTranspose`: no forward pass and no autograd; a
-    batch of feature targets (all at one layer) runs on the prefix of positions up to its last
-    target, and only through the layers below it.
-    """
-
-    def __init__(
-        self, adapter: ModelAdapter, transcoder: CrossLayerTranscoder, state: ReplacementState
-    ):
-        skip = None if transcoder.W_skip is None else list(transcoder.W_skip)
-        self.transpose = FrozenTranspose(adapter, state.frozen, skip)
-
-    def features(
-        self, layer: int, pos: Int[Tensor, " b"], vecs: Float[Tensor, "b d"]
-    ) -> tuple[Float[Tensor, "p b d"], Float[Tensor, "p b n_layers d"]]:
-        """One batch row per feature target (read ``vecs[i]`` at ``mlp_in[layer, pos[i]]``);
-        the outputs cover positions ``<= pos.max()``."""
-        return self.transpose.backward(layer, pos, read=vecs, n_pos=int(pos.max()) + 1)
-
-    def logits(
-        self, vecs: Float[Tensor, "b d"]
-    ) -> tuple[Float[Tensor, "pos b d"], Float[Tensor, "pos b n_layers d"]]:
-        """One batch row per logit target (read at the final norm's output, last position)."""
-        return self.transpose.backward_final(vecs)
-
-
-class EdgeComputer:
-    """Turns gradients at the leaves into edge rows over a fixed set of source columns.
-
-    A feature at position ``t`` only reads the gradient at ``t``, so each source layer's
-    activation-scaled decoders are packed by position, ``[pos, slots + 1, n_out * d]``; the last
-    slot holds that layer's error vector at the position (it writes to its own layer only). One
-    batched matmul per source layer then gives every feature's and error's edge for every target
-    in the batch.
-    """
-
-    def __init__(self, transcoder: CrossLayerTranscoder, state: ReplacementState):
-        self.state = state
-        self.device = dev = state.resid0.device
-        T = state.mlp_in.shape[1]
-        a = state.active
-        self.index = NodeIndex.sources(transcoder.n_layers, T, a.layer, a.position, a.feature)
-        """The columns of every row: all active features, then errors, then tokens."""
-        self.packed = []
-        for layer in range(transcoder.n_layers):
-            sel, rows = decoder_block(transcoder, state.active, layer)
-            pos = state.active.position[sel]
-            counts = torch.bincount(pos, minlength=T)
-            starts = torch.cumsum(counts, 0) - counts
-            slot = torch.arange(sel.numel(), device=dev) - torch.repeat_interleave(starts, counts)
-            n_out, d = rows.shape[1], rows.shape[2]
-            n_slots = int(counts.max()) if sel.numel() else 0
-            packed = torch.zeros(T, n_slots + 1, n_out * d, device=dev)
-            scaled = rows * state.active.value[sel, None, None]
-            packed[pos, slot] = scaled.reshape(sel.numel(), n_out * d)
-            packed[:, n_slots, :d] = state.errors[layer]
-            self.packed.append((layer, sel, pos, slot, packed, n_out))
-
-    @torch.no_grad()
-    def rows(
-        self,
-        g_emb: Float[Tensor, "p b d"],
-        g_out: Float[Tensor, "p b n d"],
-        out: Float[Tensor, "b n_sources"] | None = None,
-    ) -> Float[Tensor, "b n_sources"]:
-        """Edges into each batch row's target from every active feature, error and token.
-
-        The gradients (position-major, as ``FrozenTranspose.backward`` returns them) may cover
-        only the first ``p`` positions (the rest are zero: causal attention) and only the MLP
-        outputs of the first ``n`` layers (the rest are zero: no target reads them). ``out``:
-        where to write the rows (overwritten; it may live on another device, e.g. CPU storage
-        for rows computed on a GPU), else a new tensor on the computing device.
-        """
-        st, idx = self.state, self.index
-        P, b, n_read, d = g_out.shape
-        L, T = idx.n_layers, idx.n_pos
-        target = out
-        if out is None or out.device != self.device:
-            out = torch.zeros(b, idx.n_sources, device=self.device)
-        else:
-            out.zero_()
-        feat = out[:, idx.features()]
-        err = out[:, idx.errors()].view(b, L, T)
-        for layer, sel, pos, slot, packed, n_out in self.packed:
-            k = min(n_out, n_read - layer)
-            if k <= 0:
-                continue
-            g = g_out[:, :, layer : layer + k].reshape(P, b, k * d)
-            res = torch.bmm(g, packed[:P, :, : k * d].transpose(1, 2))  # [p, b, slots + 1]
-            err[:, layer, :P] = res[:, :, -1].T
-            if P < T:
-                m = pos < P
-                sel, pos, slot = sel[m], pos[m], slot[m]
-            feat[:, sel] = res[pos, :, slot].T
-        out[:, idx.token_node(0) : idx.token_node(P)] = (g_emb * st.resid0[:P, None]).sum(-1).T
-        if target is not None and target is not out:
-            return target.copy_(out)
-        return out
-
-
-def _bias_values(
-    adapter: ModelAdapter,
-    transcoder: CrossLayerTranscoder,
-    state: ReplacementState,
-    feat_layer: Tensor,
-    feat_pos: Tensor,
-    feat_id: Tensor,
-    logit_vecs: Tensor,
-) -> Float[Tensor, " n_targets"]:
-    """Each target's value with every node zeroed: token embeddings 0, MLP outputs = b_dec."""
-    L = adapter.n_layers
-    cache: dict[int, Tensor] = {}
-    hooks = {"resid_pre.0": lambda t: torch.zeros_like(t)}
-    for layer in range(L):
-
-        def store(t, _l=layer):
-            cache[_l] = t
-
-        def write(t, _l=layer):
-            out = transcoder.b_dec[_l].to(t.dtype).expand_as(t)
-            return out + transcoder.skip(_l, cache[_l]).to(t.dtype)
-
-        hooks[f"mlp_in.{layer}"] = store
-        hooks[f"mlp_out.{layer}"] = write
-    final = {}
-    handle = adapter.final_norm().register_forward_hook(
-        lambda _m, _a, out: final.__setitem__("x", out)
-    )
+    embed: torch.nn.Module = adapter.hf_model.get_input_embeddings()  # type: ignore[operator]
+    handle = embed.register_forward_hook(lambda _m, _a, out: torch.zeros_like(out))
     try:
-        with torch.no_grad(), frozen(adapter, state.frozen), adapter.hooks(hooks):
-            adapter(state.tokens)
+        with torch.no_grad(), adapter.hooks({"resid_pre.0": keep}):
+            adapter(tokens)
     finally:
         handle.remove()
-    x = torch.stack([cache[layer][0] for layer in range(L)]).float()
-    feats = encoder_pre_activations(transcoder, x, feat_layer, feat_pos, feat_id)
-    logits = final["x"][0, -1].float() @ logit_vecs.T
-    return torch.cat([feats, logits])
-
-
-def _target_values(
-    transcoder: CrossLayerTranscoder,
-    state: ReplacementState,
-    feat_layer: Tensor,
-    feat_pos: Tensor,
-    feat_id: Tensor,
-    logit_vecs: Tensor,
-    final_clean: Tensor,
-) -> Float[Tensor, " n_targets"]:
-    feats = encoder_pre_activations(transcoder, state.mlp_in, feat_layer, feat_pos, feat_id)
-    return torch.cat([feats, final_clean.float() @ logit_vecs.T])
-
-
-def encoder_rows(
-    transcoder: CrossLayerTranscoder, layer: Tensor, feature: Tensor
-) -> Float[Tensor, "n d_model"]:
-    """Encoder vectors of the given (layer, feature) pairs, gathered layer by layer."""
-    out = torch.zeros(layer.numel(), transcoder.d_model, device=layer.device)
-    for ly in layer.unique().tolist():
-        m = layer == ly
-        out[m] = transcoder.W_enc[ly][feature[m]].float()
-    return out
-
-
-def encoder_pre_activations(
-    transcoder: CrossLayerTranscoder,
-    x: Float[Tensor, "n_layers pos d_model"],
-    layer: Tensor,
-    pos: Tensor,
-    feature: Tensor,
-) -> Float[Tensor, " n"]:
-    """``W_enc[l][f] . x[l, pos] + b_enc[l][f]`` for each (layer, position, feature)."""
-    out = (encoder_rows(transcoder, layer, feature) * x[layer, pos].float()).sum(-1)
-    for ly in layer.unique().tolist():
-        m = layer == ly
-        out[m] += transcoder.b_enc[ly][feature[m]].float()
-    return out
-
-
-def _resolve_targets(
-    adapter: ModelAdapter,
-    state: ReplacementState,
-    cfg: AttributionConfig,
-    targets: list[str] | None,
-    direction: Tensor | None,
-) -> LogitTargets:
-    last = state.logits[-1]
-    if direction is not None:
-        direction = torch.as_tensor(direction, dtype=torch.float32).reshape(-1)
-        if direction.numel() != adapter.d_model:
-            raise CltraceError(
-                f"the target direction has {direction.numel()} entries but the model's d_model "
-                f"is {adapter.d_model}; pass a direction in residual-stream space."
-            )
-        dev = adapter.device
-        return LogitTargets(torch.tensor([-1]), direction[None].to(dev), torch.ones(1, device=dev))
-    if targets:
-        ids = torch.tensor([adapter.single_token_id(t, what="target") for t in targets])
-        return token_targets(adapter, ids, torch.softmax(last, -1))
-    return salient_logits(adapter, last, cfg)
-
-
-def logit_difference_direction(
-    adapter: ModelAdapter, answer: str | int, distractor: str | int
-) -> Float[Tensor, " d_model"]:
-    """Read vector of ``logit[answer] - logit[distractor]`` (a custom logit target).
-
-    Each of ``answer`` and ``distractor`` is a single-token text or a token id (ids need no
-    decoding, which need not round-trip)."""
-    W_U = adapter.W_U.detach().float()
-    a, d = (t if isinstance(t, int) else adapter.single_token_id(t) for t in (answer, distractor))
-    return W_U[:, a] - W_U[:, d]
+    return seen["x"][0].float()
 
 
 @torch.no_grad()
@@ -313,10 +116,16 @@ def attribute(
     tokens = tokens.reshape(1, -1).to(adapter.device)
     adapter.check_length(tokens.shape[1])  # past the context, position embeddings run out
     state = build_replacement(adapter, transcoder, tokens, slice(0, 1) if cfg.zero_bos else None)
-    logit_t = _resolve_targets(adapter, state, cfg, targets, direction)
+    logit_t = resolve_targets(
+        adapter, state, cfg.max_n_logits, cfg.desired_logit_prob, targets, direction
+    )
     L, T = adapter.n_layers, tokens.shape[1]
     engine = DirectGradients(adapter, transcoder, state)
-    edges = EdgeComputer(transcoder, state)
+    kept_input, n_err = None, 0
+    if cfg.token_nodes == "circuit-tracer":
+        kept_input, n_err = position_inputs(adapter, tokens), 1
+    token_vectors = None if kept_input is None else state.resid0 - kept_input
+    edges = EdgeComputer(transcoder, state, token_vectors, n_err)
     sources = edges.index  # row layout while computing: every active feature, errors, tokens
     n_active, n_cols = sources.n_features, sources.n_sources
     batch = _batch_for(adapter, T, n_cols, cfg)
@@ -345,19 +154,24 @@ def attribute(
 
     n_logits = logit_t.tokens.numel()
     limit = cfg.max_feature_nodes
-    full = limit is None or limit >= n_active
     # without a node limit every row is kept: write straight into the adjacency matrix
-    adjacency = torch.empty(n_active + n_logits, n_cols) if full else None
-    logit_rows_t = adjacency[n_active:] if full else torch.empty(n_logits, n_cols)
+    full_adjacency = None
+    if limit is None or limit >= n_active:
+        full_adjacency = torch.empty(n_active + n_logits, n_cols)
+        logit_rows_t = full_adjacency[n_active:]
+    else:
+        logit_rows_t = torch.empty(n_logits, n_cols)
     for s in range(0, n_logits, batch):
         g_emb, g_out = engine.logits(logit_t.vectors[s : s + batch])
         edges.rows(g_emb, g_out, out=logit_rows_t[s : s + batch])
 
-    if full:
+    if full_adjacency is not None:
+        adjacency = full_adjacency
         chosen = torch.arange(n_active)
         fill_feature_rows(chosen, adjacency[:n_active])
     else:
-        chosen, feat_rows = _select_by_influence(
+        assert limit is not None  # narrowed above
+        chosen, feat_rows = select_by_influence(
             fill_feature_rows, logit_rows_t, logit_t.probs.cpu(), n_active, limit,
             batch * cfg.update_interval,
         )  # fmt: skip
@@ -377,6 +191,7 @@ def attribute(
         feat_id=feats[2].cpu(),
         logit_token=logit_t.tokens.cpu(),
     )
+    assert state.frozen.final_out is not None  # recorded by build_replacement's clean pass
     final_clean = state.frozen.final_out[0, -1]
     graph = Graph(
         index=index,
@@ -384,8 +199,10 @@ def attribute(
         tokens=tokens[0].cpu(),
         activations=act.value[chosen].cpu(),
         logit_probs=logit_t.probs.float().cpu(),
-        target_values=_target_values(transcoder, state, *feats, logit_t.vectors, final_clean).cpu(),
-        bias_values=_bias_values(adapter, transcoder, state, *feats, logit_t.vectors).cpu(),
+        target_values=target_values(transcoder, state, *feats, logit_t.vectors, final_clean).cpu(),
+        bias_values=bias_values(
+            adapter, transcoder, state, *feats, logit_t.vectors, kept_input, n_err
+        ).cpu(),
         prompt=prompt if isinstance(prompt, str) else "",
         str_tokens=adapter.to_str_tokens(tokens[0]),
         model_name=adapter.name,
@@ -405,69 +222,3 @@ def _batch_for(adapter: ModelAdapter, n_pos: int, n_cols: int, cfg: AttributionC
     per_target = 4 * ((adapter.n_layers + 4) * n_pos * adapter.d_model + 2 * n_cols)
     fit = int(cfg.memory_budget_gb * 2**30 // max(per_target, 1))
     return max(1, min(cfg.batch_size, fit))
-
-
-def _select_by_influence(
-    fill_rows,
-    logit_rows: Float[Tensor, "k n_src"],
-    logit_probs: Float[Tensor, " k"],
-    n_active: int,
-    limit: int,
-    step: int,
-) -> tuple[Int[Tensor, " m"], Float[Tensor, "m n_src"]]:
-    """Visit features in order of their (estimated) influence on the logits.
-
-    Influence is recomputed from the rows visited so far every ``step`` features: the logit
-    weights flow backwards through the row-normalised ``|A|`` of visited rows. Rows go into one
-    preallocated buffer; influence is propagated in row blocks, so no full-size copy is made.
-    """
-    rows = torch.empty(limit, logit_rows.shape[1])
-    norms = torch.empty(limit)
-    visited = torch.empty(limit, dtype=torch.long)
-    n = 0
-    while n < limit:
-        inf = _partial_influence(logit_rows, logit_probs, rows[:n], norms[:n], visited[:n],
-                                 n_active)  # fmt: skip
-        inf[visited[:n]] = -1.0
-        take = min(step, limit - n)
-        # sorted = (layer, position) order: the rows land in place, in few, short batches
-        nxt = torch.argsort(inf, descending=True)[:take].sort().values
-        fill_rows(nxt, rows[n : n + take])
-        norms[n : n + take] = rows[n : n + take].abs().sum(1).clamp(min=1e-10)
-        visited[n : n + take] = nxt
-        n += take
-    return visited, rows
-
-
-def _abs_matvec(weights: Tensor, rows: Tensor, n_cols: int, block: int = 256) -> Tensor:
-    """``weights @ |rows[:, :n_cols]|`` without materialising ``|rows|`` (one reused block)."""
-    out = torch.zeros(n_cols)
-    scratch = torch.empty(min(block, rows.shape[0]), n_cols)
-    for s in range(0, rows.shape[0], block):
-        part = rows[s : s + block, :n_cols]
-        buf = scratch[: part.shape[0]]
-        torch.abs(part, out=buf)
-        out += weights[s : s + block] @ buf
-    return out
-
-
-def _partial_influence(logit_rows, logit_probs, feat_rows, feat_norms, visited, n_active):
-    """Influence on the logits of every active feature, through the visited rows only.
-
-    ``total = direct + (total[visited] / norms) @ |rows|``, where ``direct`` is the logits' own
-    share. The visited features' totals are found first on the small ``[visited, visited]``
-    block (the DAG over layers makes that iteration end), so the wide ``|rows|`` is read once.
-    """
-    logit_norms = logit_rows.abs().sum(1).clamp(min=1e-10)
-    direct = _abs_matvec(logit_probs.float() / logit_norms, logit_rows, n_active)
-    if visited.numel() == 0:
-        return direct
-    among = feat_rows[:, visited].abs() / feat_norms[:, None]  # [visited, visited]
-    w = direct[visited].clone()
-    step = w
-    for _ in range(64):  # nilpotent: ends in <= n_layers steps
-        step = step @ among
-        if step.abs().max() < 1e-12:
-            break
-        w += step
-    return direct + _abs_matvec(w / feat_norms, feat_rows, n_active)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cltrace.graph.attribute import DirectGradients, EdgeComputer
+from cltrace.graph.rows import DirectGradients, EdgeComputer
 from cltrace.interpret.features import FeatureKey
 from cltrace.interpret.render import quote_tokens
 from cltrace.replacement import build_replacement

@@ -179,7 +179,7 @@ def compute_components(
     if policy not in POLICIES:
         raise CltraceError(f"unknown ablation policy {policy!r}; use one of {POLICIES}.")
     check_compatible(transcoder, adapter, names=False)  # loading already warned
-    check_sites(transcoder)
+    check_sites(transcoder, adapter)
     clean = adapter.to_tokens(pair.clean)
     corrupt = adapter.to_tokens(pair.corrupt)
     if clean.shape != corrupt.shape:

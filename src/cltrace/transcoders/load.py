@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from cltrace.errors import CltraceError
+from cltrace.transcoders.bind import bind_transcoder
 from cltrace.transcoders.clt import CrossLayerTranscoder
 from cltrace.transcoders.io import load_circuit_tracer_dir
 from cltrace.transcoders.source import resolve_source
@@ -30,7 +31,9 @@ def load_transcoder(
     ``cfg.json`` folders). Weights are cast to ``dtype`` (fp16 files are upcast to fp32 by
     default). ``lazy_decoder=True`` leaves decoders on disk (circuit-tracer layout only).
     ``model`` (anything with ``n_layers``, ``d_model``, ``name``) is checked with
-    :func:`check_compatible`.
+    :func:`check_compatible`; a model adapter also binds the transcoder to it
+    (:func:`~cltrace.transcoders.bind.bind_transcoder`: features reading the norm before its
+    weight get that weight folded into their encoder).
     """
     directory = resolve_source(source, revision=revision)
     if (directory / "config.yaml").is_file():
@@ -52,6 +55,8 @@ def load_transcoder(
         )
     if model is not None:
         check_compatible(tc, model)
+        if hasattr(model, "family"):  # a model adapter: read what the file's hooks say
+            bind_transcoder(tc, model)
     # loaded weights are read, not trained: no autograd history on anything computed from them
     return tc.requires_grad_(False)
 

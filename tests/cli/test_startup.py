@@ -1,0 +1,37 @@
+"""Start-up: the command line does not import torch until a command needs it, and the thread
+count from CLTRACE_NUM_THREADS still reaches torch."""
+
+import os
+import subprocess
+import sys
+
+
+def _python(code: str, **env: str) -> str:
+    full = {**os.environ, **env}
+    full.pop("OMP_NUM_THREADS", None)
+    out = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys, contextlib, io\n"
+        "from cltrace.cli import run\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    rc = run(['--help'])\n"
+        "print(rc, 'torch' in sys.modules)"
+    )
+    assert _python(code, CLTRACE_NUM_THREADS="1") == "0 False"
+
+
+def test_thread_count_reaches_torch_imported_later_and_earlier():
+    later = (
+        "from cltrace._threads import configure_threads\n"
+        "configure_threads()\n"
+        "import torch\n"
+        "print(torch.get_num_threads())"
+    )
+    earlier = "import torch\n" + later
+    assert _python(later, CLTRACE_NUM_THREADS="1") == "1"
+    assert _python(earlier, CLTRACE_NUM_THREADS="1") == "1"
