@@ -4,6 +4,7 @@ mechanistic-faithfulness curves of the task's prompts."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -96,7 +97,9 @@ def global_cmd(
     cfg = GlobalConfig(n_prompts=n_prompts, top=top,
                        coact=replace(CoactConfig(), corpus=corpus, n_docs=n_docs))  # fmt: skip
     say = (lambda _m: None) if as_json else (lambda m: typer.echo(m, err=True))
-    state = Path(out_dir) / "coact.npz"
+    # one state per question, so a rerun with other options starts its own pass
+    key = json.dumps([task, features, str(transcoder), corpus, n_docs, n_prompts])
+    state = Path(out_dir) / f"coact-{hashlib.sha256(key.encode()).hexdigest()[:10]}.npz"
     if feats is not None:
         report = features_report(adapter, tc, feats, cfg, state_path=state, say=say)
     else:

@@ -53,11 +53,12 @@ def supernodes_cmd(
     HTML view (NAME.supernodes.html)."""
     import math
 
-    from cltrace.errors import UsageError
+    from cltrace.errors import CltraceError, UsageError
     from cltrace.files import atomic_write_text
-    from cltrace.graph.export import load_graph_json
+    from cltrace.graph.export import load_graph_json, node_key
     from cltrace.graph.supernodes import (
         auto_supernodes,
+        check_supernodes,
         coarsen,
         read_supernodes,
         with_supernodes,
@@ -71,7 +72,12 @@ def supernodes_cmd(
             f"--graph {graph} is not a file; pass a graph JSON from cltrace attribute."
         )
     doc = load_graph_json(graph)
-    supernodes = read_supernodes(doc) + manual
+    supernodes = read_supernodes(doc)
+    try:  # a bad --add is a usage error; a bad supernode already in the file is not
+        check_supernodes(doc, supernodes + manual)
+    except CltraceError as exc:
+        raise UsageError(str(exc)) from None
+    supernodes += manual
     if auto:
         from cltrace.paths import BUNDLED_CLT_DIR
         from cltrace.transcoders import load_transcoder
@@ -81,9 +87,10 @@ def supernodes_cmd(
         free = doc.model_copy(deep=True)
         free.nodes = [n for n in doc.nodes if n.node_id not in taken]
         for n in free.nodes:
-            if n.feature_type == "cross layer transcoder" and not (
-                int(n.layer) < tc.n_layers and 0 <= n.feature < tc.d_features
-            ):
+            if n.feature_type != "cross layer transcoder":
+                continue
+            key = node_key(n)
+            if not (0 <= key["layer"] < tc.n_layers and 0 <= key["feature"] < tc.d_features):
                 raise UsageError(
                     f"graph node {n.node_id} is not a feature of the transcoder; pass the "
                     "--transcoder the graph was made with."

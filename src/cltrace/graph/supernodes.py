@@ -29,7 +29,7 @@ from jaxtyping import Float
 
 from cltrace.errors import CltraceError
 from cltrace.files import atomic_write_text
-from cltrace.graph.export import FEATURE_TYPES, GraphFile, Node, load_graph_json
+from cltrace.graph.export import FEATURE_TYPES, GraphFile, Node, load_graph_json, node_key
 from cltrace.graph.nodes import NodeKind
 
 SUPERNODE_TYPE = "supernode"
@@ -201,7 +201,7 @@ def auto_supernodes(
     is needed.
     """
     nodes = [n for n in doc.nodes if n.feature_type == _FEATURE]
-    feats = [(int(n.layer), int(n.feature)) for n in nodes]
+    feats = [(node_key(n)["layer"], node_key(n)["feature"]) for n in nodes]
     if len(nodes) < 2:
         return []
     mats = []
@@ -225,8 +225,7 @@ def auto_supernodes(
     groups = [g for g in average_linkage(sim, threshold, n_groups) if len(g) > 1]
     out = []
     for i, g in enumerate(groups):
-        first = nodes[g[0]]
-        label = texts[g[0]] or f"L{first.layer} F{first.feature}"
+        label = texts[g[0]] or f"L{feats[g[0]][0]} F{feats[g[0]][1]}"
         out.append(Supernode(f"{label} (group {i + 1})", [nodes[j].node_id for j in g]))
     return out
 

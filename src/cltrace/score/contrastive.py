@@ -170,7 +170,8 @@ def evaluate_run_evals(
     atomic_write_text(run / "feature_evals.html", render_html({"run": summary}))
     if console is not None:
         for k, v in res.items():
-            console.print(f"{k} eval: {v.score:.3f} over {v.n_items} items (chance 0.5)")
+            console.print(f"{k} eval: {v.score:.3f} over {v.n_items} items (chance 0.5; nan: no "
+                          "items)")  # fmt: skip
     return summary
 
 
@@ -181,7 +182,9 @@ def render_html(results: dict[str, dict]) -> str:
     rows = []
     for name, summary in results.items():
         cells = "".join(
-            f"<td>{e['score']:.3f} ({e['n_items']} items)</td>" for e in summary["evals"].values()
+            f"<td>{'–' if e['score'] is None else format(e['score'], '.3f')} "
+            f"({e['n_items']} items)</td>"
+            for e in summary["evals"].values()
         )
         rows.append(f"<tr><th>{escape(name)}</th>{cells}</tr>")
     heads = next(iter(results.values()))["evals"].keys() if results else []

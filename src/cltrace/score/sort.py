@@ -134,9 +134,15 @@ class EvalResult:
     items: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {"eval": self.name, "score": self.score, "n_items": self.n_items,
+        """JSON-ready, with an undefined score (no items) as None."""
+        items = [{k: _finite(v) for k, v in it.items()} for it in self.items]
+        return {"eval": self.name, "score": _finite(self.score), "n_items": self.n_items,
                 "n_groups": self.n_groups, "failures": self.failures[:20],
-                "items": self.items}  # fmt: skip
+                "items": items}  # fmt: skip
+
+
+def _finite(x):
+    return None if isinstance(x, float) and not np.isfinite(x) else x
 
 
 def sort_eval(
