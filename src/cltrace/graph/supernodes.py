@@ -257,20 +257,21 @@ def coarsen(doc: GraphFile, supernodes: Sequence[Supernode]) -> GraphFile:
             feature_type=SUPERNODE_TYPE, jsNodeId=f"{sid}-{first.ctx_idx}", clerp=sn.name,
             influence=float(sum(infl)) if infl else None,
             activation=float(sum(acts)) if acts else None,
-            reverse_ctx_idx=first.reverse_ctx_idx, members=list(sn.members),
+            reverse_ctx_idx=first.reverse_ctx_idx,
+            members=list(sn.members),  # type: ignore[call-arg]  # an extra field Node allows
         )  # fmt: skip
     emitted: set[str] = set()
     for n in doc.nodes:
-        sid = rename.get(n.node_id)
-        if sid is None:
+        into = rename.get(n.node_id)
+        if into is None:
             new_nodes.append(n.model_copy())
-        elif sid not in emitted:
-            new_nodes.append(merged[sid])
-            emitted.add(sid)
+        elif into not in emitted:
+            new_nodes.append(merged[into])
+            emitted.add(into)
     weights: dict[tuple[str, str], float] = {}
     for link in doc.links:
-        s = rename.get(link["source"], link["source"])
-        t = rename.get(link["target"], link["target"])
+        s = rename.get(str(link["source"]), str(link["source"]))
+        t = rename.get(str(link["target"]), str(link["target"]))
         if s == t and s in merged:
             continue
         weights[(s, t)] = weights.get((s, t), 0.0) + float(link["weight"])
