@@ -78,6 +78,11 @@ def attribute_cmd(
         None, "--descriptions", help="Label features with a PIE run's descriptions (its folder)."
     ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or mps."),
+    lazy_decoders: bool = typer.Option(
+        False,
+        "--lazy-decoders",
+        help="Leave decoders on disk and read only the rows a graph needs (large CLTs).",
+    ),
     dtype: str = typer.Option(
         "float32", "--dtype", help="Weights and activations: float32, bfloat16 or float16."
     ),
@@ -100,6 +105,7 @@ def attribute_cmd(
     if (prompt is None) == (data is None):
         raise UsageError("pass exactly one of --prompt TEXT and --data FILE.")
     where = {"device": parse_device(device), "dtype": parse_dtype(dtype)}
+    tc_opts = {**where, "lazy_decoder": lazy_decoders}
     if token_nodes not in ("cltrace", "circuit-tracer"):
         raise UsageError(
             f"--token-nodes {token_nodes!r} is unknown; pass cltrace or circuit-tracer."
@@ -118,8 +124,10 @@ def attribute_cmd(
             as_json,
             allow_unk,
             t0,
+            where,
+            tc_opts,
         )
-        return  # fmt: skip
+        return
     if not prompt.strip():  # before the model loads
         raise UsageError(
             "--prompt is empty; pass the text to attribute, such as --prompt 'The capital of "
@@ -131,7 +139,7 @@ def attribute_cmd(
         adapter = load_model(model, **where)
         # a prompt or target the model cannot use is a usage error here (exit 2)
         check_inputs(adapter, prompt, targets, allow_unk, "--prompt", "--target", UsageError)
-        tc = load_transcoder(transcoder or BUNDLED_CLT_DIR, model=adapter, **where)
+        tc = load_transcoder(transcoder or BUNDLED_CLT_DIR, model=adapter, **tc_opts)
         full = attribute_checked(
             adapter, tc, prompt, targets, max_feature_nodes, batch_size, token_nodes
         )
@@ -189,6 +197,7 @@ def _attribute_file(
     allow_unk: bool,
     t0: float,
     where: dict,
+    tc_opts: dict,
 ) -> None:
     """``--data``: one graph per prompt, this rank's share under torchrun."""
     from cltrace import dist
@@ -206,7 +215,7 @@ def _attribute_file(
     try:
         with _output_folder(Path(out)):
             adapter = load_model(model, **where)
-            tc = load_transcoder(transcoder or BUNDLED_CLT_DIR, model=adapter, **where)
+            tc = load_transcoder(transcoder or BUNDLED_CLT_DIR, model=adapter, **tc_opts)
             summary = attribute_prompts(
                 adapter, tc, items, out, world, node_threshold=node_threshold,
                 edge_threshold=edge_threshold, max_feature_nodes=max_feature_nodes,
