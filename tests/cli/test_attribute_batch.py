@@ -107,3 +107,24 @@ def test_device_and_dtype_options(cli, tmp_path):
     done = cli("attribute", "--prompt", prompt, "--out", out, "--dtype", "bf16", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["replacement_score"] > 0.5 and out.exists()
+
+
+def test_candidates_option(cli, tmp_path):
+    out = tmp_path / "g.json"
+    prompt = PROMPTS[0]
+    full = json.loads(cli("attribute", "--prompt", prompt, "--out", out, "--json").stdout)
+    report = tmp_path / "global.json"
+    report.write_text(json.dumps({"candidates": [[0, f] for f in range(0, 2048, 2)]}))
+    done = cli("attribute", "--prompt", prompt, "--out", out, "--candidates", report, "--json")
+    assert done.returncode == 0, done.stderr
+    part = json.loads(done.stdout)
+    assert 0 < part["n_features"] < full["n_features"]
+    graph = json.loads(out.read_text())
+    layers = {n["layer"] for n in graph["nodes"] if n["feature_type"] == "cross layer transcoder"}
+    assert layers <= {"0"}
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"top_pairs": {}}')
+    expect_error(cli("attribute", "--prompt", prompt, "--out", out, "--candidates", bad), 2,
+                 "no candidate features")  # fmt: skip
+    expect_error(cli("attribute", "--prompt", prompt, "--out", out, "--candidates", report,
+                     "--max-feature-nodes", "5"), 2, "pass one")  # fmt: skip

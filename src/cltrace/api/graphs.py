@@ -217,6 +217,28 @@ def check_inputs(
             raise error(str(exc)) from None
 
 
+def read_candidates(path: str | os.PathLike) -> frozenset[tuple[int, int]]:
+    """Candidate features from ``path``: a ``cltrace global --task`` report (its ``candidates``)
+    or a JSON list of ``[layer, feature]`` pairs."""
+    from cltrace.errors import UsageError
+    from cltrace.files import read_json
+
+    data = read_json(
+        path, "a global.json from `cltrace global --task` or a [[layer, feature]] list"
+    )
+    if isinstance(data, dict):
+        data = data.get("candidates")
+    ok = isinstance(data, list) and all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(v, int) for v in p) for p in data
+    )
+    if not ok or not data:
+        raise UsageError(
+            f"{path} holds no candidate features; pass a global.json written by `cltrace global "
+            "--task` or a JSON list of [layer, feature] pairs."
+        )
+    return frozenset((int(a), int(b)) for a, b in data)
+
+
 def attribute_checked(
     adapter: ModelAdapter,
     transcoder,
@@ -225,6 +247,7 @@ def attribute_checked(
     max_feature_nodes: int | None = None,
     batch_size: int = 64,
     token_nodes: str = "cltrace",
+    candidates: frozenset[tuple[int, int]] | None = None,
 ) -> AttributionGraph:
     """:func:`attribute` on loaded objects whose inputs :func:`check_inputs` already passed."""
     from cltrace.graph import AttributionConfig
@@ -232,7 +255,10 @@ def attribute_checked(
     from cltrace.graph.influence import graph_scores
 
     cfg = AttributionConfig(
-        max_feature_nodes=max_feature_nodes, batch_size=batch_size, token_nodes=token_nodes
+        max_feature_nodes=max_feature_nodes,
+        batch_size=batch_size,
+        token_nodes=token_nodes,
+        candidates=candidates,
     )
     graph = _attribute(adapter, transcoder, prompt, targets=targets or None, config=cfg)
     return AttributionGraph(graph, adapter, graph_scores(graph))

@@ -74,6 +74,12 @@ def attribute_cmd(
         help="cltrace (token + position embedding) or circuit-tracer (token embedding only, "
         "BOS errors unattributed: edges match circuit-tracer's graphs).",
     ),
+    candidates: str = typer.Option(
+        None,
+        "--candidates",
+        help="Only these features become nodes: a `cltrace global --task` global.json (its "
+        "pre-filtered set) or a JSON list of [layer, feature] pairs.",
+    ),
     descriptions: str = typer.Option(
         None, "--descriptions", help="Label features with a PIE run's descriptions (its folder)."
     ),
@@ -92,7 +98,7 @@ def attribute_cmd(
     ),
 ) -> None:
     """Attribution graph of a prompt: prune it, score it, write the graph JSON."""
-    from cltrace.api.graphs import attribute_checked, check_inputs
+    from cltrace.api.graphs import attribute_checked, check_inputs, read_candidates
     from cltrace.errors import UsageError
     from cltrace.graph.export import graph_paths, read_descriptions, transcoder_scan
     from cltrace.graph.influence import path_lengths
@@ -135,13 +141,16 @@ def attribute_cmd(
         )
     targets = list(target or [])
     labels = read_descriptions(descriptions) if descriptions else None  # before the model loads
+    chosen = read_candidates(candidates) if candidates else None
+    if chosen is not None and max_feature_nodes is not None:
+        raise UsageError("--candidates and --max-feature-nodes both choose nodes; pass one.")
     with _output_folder(graph_paths(out)[0]):
         adapter = load_model(model, **where)
         # a prompt or target the model cannot use is a usage error here (exit 2)
         check_inputs(adapter, prompt, targets, allow_unk, "--prompt", "--target", UsageError)
         tc = load_transcoder(transcoder or BUNDLED_CLT_DIR, model=adapter, **tc_opts)
         full = attribute_checked(
-            adapter, tc, prompt, targets, max_feature_nodes, batch_size, token_nodes
+            adapter, tc, prompt, targets, max_feature_nodes, batch_size, token_nodes, chosen
         )
         pruned = full.prune(node_threshold, edge_threshold)
         paths = path_lengths(full.graph)

@@ -81,6 +81,8 @@ def task_report(
         "config": _cfg_json(cfg),
         "top_pairs": {s: table.top(s, cfg.top) for s in SCORES},
         "prefilter": cmp.to_json(), "saving": saving.to_json(),
+        # the pre-filtered (layer, feature) set: `cltrace attribute --candidates global.json`
+        "candidates": sorted([int(a), int(b)] for a, b in keep),
     }  # fmt: skip
 
 

@@ -65,8 +65,16 @@ class AttributionConfig:
     unattributed, like a bias) and the error vectors at position 0 (the BOS) unattributed, as
     circuit-tracer defines them, so its graphs and cltrace's match edge for edge. The two
     differ only on models with learned position embeddings and in the BOS errors."""
+    candidates: frozenset[tuple[int, int]] | None = None
+    """Only occurrences of these ``(layer, feature)`` pairs become feature nodes (None: all),
+    e.g. a globally pre-filtered set (``cltrace global``). As with ``max_feature_nodes``, the
+    other active features are not nodes: their share of each edge row is left out."""
 
     def __post_init__(self) -> None:
+        if self.candidates is not None and self.max_feature_nodes is not None:
+            raise CltraceError(
+                "candidates and max_feature_nodes both choose the feature nodes; pass one of them."
+            )
         if self.token_nodes not in TOKEN_NODES:
             raise CltraceError(
                 f"token_nodes {self.token_nodes!r} is not one of {', '.join(TOKEN_NODES)}; "
@@ -154,9 +162,15 @@ def attribute(
 
     n_logits = logit_t.tokens.numel()
     limit = cfg.max_feature_nodes
+    given = None
+    if cfg.candidates is not None:
+        pairs = zip(act.layer.tolist(), act.feature.tolist(), strict=True)
+        given = torch.tensor([i for i, f in enumerate(pairs) if f in cfg.candidates],
+                             dtype=torch.long)  # fmt: skip
+        limit = int(given.numel())
     # without a node limit every row is kept: write straight into the adjacency matrix
     full_adjacency = None
-    if limit is None or limit >= n_active:
+    if given is None and (limit is None or limit >= n_active):
         full_adjacency = torch.empty(n_active + n_logits, n_cols)
         logit_rows_t = full_adjacency[n_active:]
     else:
@@ -171,10 +185,14 @@ def attribute(
         fill_feature_rows(chosen, adjacency[:n_active])
     else:
         assert limit is not None  # narrowed above
-        chosen, feat_rows = select_by_influence(
-            fill_feature_rows, logit_rows_t, logit_t.probs.cpu(), n_active, limit,
-            batch * cfg.update_interval,
-        )  # fmt: skip
+        if given is not None:
+            chosen, feat_rows = given, torch.empty(given.numel(), n_cols)
+            fill_feature_rows(chosen, feat_rows)
+        else:
+            chosen, feat_rows = select_by_influence(
+                fill_feature_rows, logit_rows_t, logit_t.probs.cpu(), n_active, limit,
+                batch * cfg.update_interval,
+            )  # fmt: skip
         # keep the chosen features' columns (plus all errors and tokens) before reordering the
         # rows, so no full-width copy of the selection rows is made
         order = torch.argsort(chosen)
