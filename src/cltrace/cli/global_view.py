@@ -124,8 +124,11 @@ def global_cmd(
     report["files"] = files
     atomic_write_json(files["json"], report)
     atomic_write_text(files["html"], render_html(report))
-    if as_json:
-        typer.echo(json.dumps(report))
+    if as_json:  # the candidate list stays in the file; the printed object gives its size
+        shown = {k: v for k, v in report.items() if k != "candidates"}
+        if "candidates" in report:
+            shown["n_candidates"] = len(report["candidates"])
+        typer.echo(json.dumps(shown))
         return
     for s in ("twera", "era", "v"):
         typer.echo(f"top pairs by |{s.upper()}|:")
