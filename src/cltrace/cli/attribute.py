@@ -109,7 +109,9 @@ def attribute_cmd(
 
     t0 = time.perf_counter()
     if (prompt is None) == (data is None):
-        raise UsageError("pass exactly one of --prompt TEXT and --data FILE.")
+        raise UsageError(
+            "pass exactly one of --prompt TEXT and --data FILE; see `cltrace attribute --help`."
+        )
     where = {"device": parse_device(device), "dtype": parse_dtype(dtype)}
     tc_opts = {**where, "lazy_decoder": lazy_decoders}
     if token_nodes not in ("cltrace", "circuit-tracer"):
