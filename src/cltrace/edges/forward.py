@@ -171,7 +171,14 @@ def masked_forward(
                 proj = getattr(attn, name)
 
                 def proj_hook(
-                    _mod, _args, _out, proj=proj, i=i, qkv_inputs=qkv_inputs, h=h, attn_q_rows=attn_q_rows
+                    _mod,
+                    _args,
+                    _out,
+                    proj=proj,
+                    i=i,
+                    qkv_inputs=qkv_inputs,
+                    h=h,
+                    attn_q_rows=attn_q_rows,
                 ):
                     x = qkv_inputs()[:, i]  # [M, H, B, P, D]
                     dh = attn_q_rows // h
