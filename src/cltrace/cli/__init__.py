@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from cltrace.cli import attribute, bundled, evaluate, interpret, pie, tasks, transcoders  # noqa: F401  (registers commands)
+from cltrace.cli import attribute, bundled, edges, evaluate, interpret, pie, tasks, transcoders  # noqa: F401  (registers commands)
 from cltrace.cli._apps import app, state
 from cltrace.errors import CltraceError
 
