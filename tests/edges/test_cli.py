@@ -57,3 +57,22 @@ def test_edges_bad_input_is_one_sentence(tmp_path, args, needle):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_edges_curve_prints_budgets_and_areas(tmp_path):
+    proc = _cltrace(
+        "edges", "curve", "--task", "ioi", "--n", "6", "--out", str(tmp_path / "c"), "--json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert len(result["budgets"]) == len(result["faithfulness"]) == 10
+    assert result["faithfulness"][-1] == 1.0
+    if max(result["faithfulness"]) <= 1.0:  # then |1 - f| = 1 - f and the areas add to 1
+        assert abs(result["cpr"] + result["cmd"] - 1.0) < 2e-4
+    assert (tmp_path / "c" / "curve.json").exists()
+
+
+def test_edges_curve_refuses_a_pruning_method(tmp_path):
+    proc = _cltrace("edges", "curve", "--method", "ep", "--task", "ioi", "--out", str(tmp_path))
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "--method eap" in proc.stderr

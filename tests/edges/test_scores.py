@@ -66,3 +66,25 @@ def test_top_edges_keeps_the_largest_scores(gpt2_ctx):
     keep = top_edges(scores, 5)
     assert int(keep.sum()) == 5
     assert scores.abs()[keep].min() >= scores.abs()[~keep].max()
+
+
+def test_curve_areas_of_known_curves():
+    from cltrace.edges.evaluate import curve_areas
+
+    assert curve_areas([0.0, 0.5, 1.0], [1.0, 1.0, 1.0]) == (1.0, 0.0)
+    # a straight line from 0 to 1: area 1/2 under it and 1/2 between it and 1
+    assert curve_areas([0.0, 1.0], [0.0, 1.0]) == (0.5, 0.5)
+    # overshooting counts against minimality as much as falling short
+    assert curve_areas([0.0, 1.0], [2.0, 2.0]) == (2.0, 1.0)
+
+
+def test_faithfulness_curve_matches_single_circuits(gpt2_ctx):
+    from cltrace.edges.evaluate import faithfulness_curve
+
+    scores = eap(gpt2_ctx)
+    n = gpt2_ctx.graph.n_edges
+    curve = faithfulness_curve(gpt2_ctx, scores, budgets=(0.1, 0.5, 1.0))
+    assert curve.n_edges == [round(0.1 * n), round(0.5 * n), n]
+    assert curve.faithfulness[-1] == 1.0
+    single = evaluate_circuit(gpt2_ctx, top_edges(scores, round(0.5 * n), prune=False))
+    assert curve.faithfulness[1] == single.faithfulness

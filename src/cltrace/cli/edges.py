@@ -15,10 +15,16 @@ edges_app = typer.Typer(
 app.add_typer(edges_app, name="edges")
 
 
-def _run(method: str, **kw) -> None:
+def _run(method: str, curve: bool = False, **kw) -> None:
     from pathlib import Path
 
-    from cltrace.edges.run import EdgeOptions, check_options, find_circuit, write_circuit
+    from cltrace.edges.run import (
+        EdgeOptions,
+        check_options,
+        find_circuit,
+        find_curve,
+        write_circuit,
+    )
     from cltrace.errors import UsageError
     from cltrace.models import load_model
     from cltrace.tasks import get_task, read_pairs
@@ -41,6 +47,21 @@ def _run(method: str, **kw) -> None:
         pairs, source = spec.make_pairs(adapter, n, seed=opts.seed), f"generated {spec.key} pairs"
     else:
         source = str(data)
+    if curve:
+        result = {
+            **find_curve(adapter, pairs, method, opts, source),
+            "task": spec.key if spec else None,
+        }
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "curve.json").write_text(json.dumps(result, indent=1))
+        if as_json:
+            typer.echo(json.dumps(result))
+        else:
+            typer.echo(
+                f"{method} curve: CPR {result['cpr']}, CMD {result['cmd']}, faithfulness "
+                f"{result['faithfulness']}; wrote {out_dir / 'curve.json'}"
+            )
+        return
     result, keep, scores, graph = find_circuit(adapter, pairs, method, opts, source)
     result["task"] = spec.key if spec else None
     path = write_circuit(out_dir, result, keep, scores, graph)
@@ -96,3 +117,32 @@ for _method, _doc in (
     ("hap", "HAP: EAP picks a subgraph, Edge Pruning prunes inside it."),
 ):
     edges_app.command(_method)(_command(_method, _doc))
+
+
+@edges_app.command("curve")
+def curve(
+    method: str = typer.Option("eap", "--method", help="Scorer ranking the edges: eap or eap-ig."),
+    task: str | None = typer.Option(
+        None, "--task", help="Task: ioi, docstring, induction or greater_than."
+    ),
+    data: str | None = typer.Option(None, "--data", help="Pair file (default: generate)."),
+    n: int = typer.Option(32, "--n", min=1, help="Pairs to generate when --data is not given."),
+    model: str | None = typer.Option(
+        None, "--model", help="HF model id or directory (default: the bundled model)."
+    ),
+    metric: str = typer.Option(
+        "logit_diff", "--metric", help="logit_diff, prob_diff or kl (eap-ig)."
+    ),
+    intervention: str = typer.Option(
+        "patching", "--intervention", help="patching, zero, mean or mean-positional."
+    ),
+    ig_steps: int = typer.Option(5, "--ig-steps", help="EAP-IG interpolation steps."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the pairs."),
+    out: str = typer.Option(..., "--out", help="Directory for curve.json."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Faithfulness over edge budgets 0.1% ... 100% and its areas (CPR, CMD)."""
+    _run(
+        method, curve=True, task=task, data=data, n=n, model=model, metric=metric,
+        intervention=intervention, ig_steps=ig_steps, seed=seed, out=out, as_json=as_json,
+    )  # fmt: skip

@@ -83,3 +83,50 @@ def top_edges(scores: Tensor, n_keep: int, prune: bool = True, graph=None) -> Te
     if prune and graph is not None:
         keep = graph.prune_dangling(keep)
     return keep
+
+
+BUDGETS: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+"""Edge budgets of a faithfulness curve, as fractions of the graph's edges (0.1% ... 100%)."""
+
+
+def curve_areas(budgets, values) -> tuple[float, float]:
+    """``(CPR, CMD)`` of a faithfulness curve: the trapezoid areas under ``f`` and under
+    ``|1 - f|`` over the fraction of edges kept, divided by the budget range (so a curve that
+    is 1 everywhere has CPR 1 and CMD 0)."""
+    x = torch.tensor([float(b) for b in budgets], dtype=torch.float64)
+    f = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    span = float(x[-1] - x[0])
+    if span <= 0:
+        raise ValueError("a curve needs at least two distinct budgets")
+    cpr = float(torch.trapezoid(f, x)) / span
+    cmd = float(torch.trapezoid((1 - f).abs(), x)) / span
+    return cpr, cmd
+
+
+@dataclass
+class Curve:
+    budgets: list[float]
+    n_edges: list[int]
+    faithfulness: list[float]
+    kl: list[float]
+    cpr: float
+    cmd: float
+
+
+def faithfulness_curve(
+    ctx: EdgeContext, scores: Tensor, budgets=BUDGETS, metric: str = "logit_diff"
+) -> Curve:
+    """Faithfulness and KL of the top-|score| circuit at each budget (no dangling pruning, so
+    each circuit has exactly its budget's edge count)."""
+    n = ctx.graph.n_edges
+    full = run_circuit(ctx, torch.ones(n), metric).metric
+    empty = run_circuit(ctx, torch.zeros(n), metric).metric
+    counts, faith, kls = [], [], []
+    for b in budgets:
+        keep = top_edges(scores, max(0, min(n, round(b * n))), prune=False)
+        c = run_circuit(ctx, keep, metric)
+        counts.append(int(keep.sum()))
+        faith.append(faithfulness(c.metric, full, empty))
+        kls.append(c.kl)
+    cpr, cmd = curve_areas(budgets, faith)
+    return Curve(list(budgets), counts, faith, kls, cpr, cmd)

@@ -107,3 +107,33 @@ def write_circuit(out: Path, result: dict, keep: torch.Tensor, scores: torch.Ten
     path = out / "circuit.json"
     path.write_text(json.dumps(doc, indent=1))
     return path
+
+
+def find_curve(adapter, pairs, method: str, opts: EdgeOptions, source: str = "the pairs") -> dict:
+    """Faithfulness over the edge budgets for the circuits an attribution scorer ranks."""
+    from cltrace.edges.evaluate import faithfulness_curve
+
+    if method not in ("eap", "eap-ig"):
+        raise UsageError(
+            f"a curve ranks edges by scores; use --method eap or eap-ig, not {method!r}."
+        )
+    check_options(opts)
+    start = time.perf_counter()
+    ctx = prepare(adapter, make_batches(adapter, pairs, source), opts.intervention)
+    scores = score_edges(ctx, method, metric=opts.metric, steps=opts.ig_steps)
+    curve = faithfulness_curve(
+        ctx, scores, metric=opts.metric if opts.metric != "kl" else "logit_diff"
+    )
+    return {
+        "method": method,
+        "model": adapter.name,
+        "n_pairs": ctx.n_examples,
+        "n_edges_total": ctx.graph.n_edges,
+        "budgets": curve.budgets,
+        "n_edges": curve.n_edges,
+        "faithfulness": [round(f, 4) for f in curve.faithfulness],
+        "kl": [round(k, 4) for k in curve.kl],
+        "cpr": round(curve.cpr, 4),
+        "cmd": round(curve.cmd, 4),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
