@@ -128,3 +128,13 @@ def test_dangling_edges_change_nothing(gpt2_double):
     assert pruned.sum() < keep.sum()
     run = masked_forward(a, clean, torch.stack([keep, pruned]).double(), corrupt.writers[:, 0])
     assert (run.logits[0] - run.logits[1]).abs().max() <= 1e-10
+
+
+def test_nodes_of_a_circuit():
+    g = graph_of(tiny_model("gpt2", n_layers=2, n_heads=2, d_model=16))
+    keep = torch.zeros(g.n_edges, dtype=torch.bool)
+    keep[g.edge_names.index("embed->a1.h0.v")] = True
+    keep[g.edge_names.index("a1.h0->logits")] = True
+    assert g.nodes_of(keep) == ["a1.h0"]
+    keep[g.edge_names.index("a0.h1->m1")] = True
+    assert g.nodes_of(keep) == ["a0.h1", "a1.h0", "m1"]

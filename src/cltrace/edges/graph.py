@@ -112,6 +112,12 @@ class EdgeGraph:
                 nodes.append(self.head_writer(int(layer[1:]), int(head[1:])))
         return torch.tensor(nodes, dtype=torch.long)
 
+    def nodes_of(self, keep: Tensor) -> list[str]:
+        """The heads and MLPs a circuit touches (as a writer or a reader), in forward order."""
+        keep = keep.bool().cpu()
+        used = set(self.edge_writer[keep].tolist()) | set(self.edge_reader_node[keep].tolist())
+        return [self.writer_names[w] for w in range(1, self.n_writers) if w in used]
+
     def prune_dangling(self, keep: Tensor) -> Tensor:
         """Drop kept edges whose writer gets no kept input (so it outputs its corrupted value)
         or whose reader's node reaches the logits by no kept edge. ``keep``: bool [n_edges]."""

@@ -86,6 +86,7 @@ def find_circuit(adapter, pairs, method: str, opts: EdgeOptions, source: str = "
         "metric_full": ev.metric_full,
         "metric_empty": ev.metric_empty,
         "seconds": round(seconds, 3),
+        "nodes": ctx.graph.nodes_of(keep),
         **extra,
         "options": asdict(opts),
     }
