@@ -81,3 +81,28 @@ def _hf_texts(spec: str, n_docs: int | None) -> list[str]:
             "network, or pass a text file with one document per line."
         ) from exc
     return docs
+
+
+def check_corpus_fits(source: str | None, model: str | None, option: str = "--corpus") -> None:
+    """Refuse to default to the bundled synthetic corpus for a model other than the bundled one.
+
+    ``source`` is the corpus the user named (None: none); ``model`` the model they named (None:
+    the bundled model). The bundled corpus is written in the bundled model's vocabulary, so for
+    any other model cltrace asks for a corpus instead of falling back to it silently; naming
+    ``bundled`` explicitly still works (tiny test models share that vocabulary).
+    """
+    from pathlib import Path
+
+    from cltrace.errors import UsageError
+    from cltrace.paths import BUNDLED_MODEL_DIR
+
+    if source is not None or model is None:
+        return
+    given = Path(model).expanduser()
+    if given.exists() and given.resolve() == BUNDLED_MODEL_DIR.resolve():
+        return
+    raise UsageError(
+        f"model {model!r} is not the bundled model, so the bundled synthetic corpus does not fit "
+        f"it; pass {option} FILE (one document per line) or {option} hf:NAME[:SPLIT] "
+        f"({option} bundled to use it anyway)."
+    )

@@ -13,7 +13,7 @@ import cltrace
 from cltrace.cli import app
 from cltrace.errors import CltraceError
 from cltrace.graph import attribute as graph_attribute
-from cltrace.graph.export import load_graph_json, read_graph_list
+from cltrace.graph.export import load_graph_json, read_graph_list, transcoder_scan
 from cltrace.graph.influence import graph_scores
 from cltrace.graph.prune import GraphPruneConfig, prune_graph
 from cltrace.pie import PieConfig, run_pie
@@ -95,7 +95,7 @@ def test_save_writes_what_cltrace_attribute_writes(assets, loaded, tmp_path):
     g = cltrace.attribute(model, tc, PROMPT)
     small = g.prune()
     assert not list(tmp_path.iterdir())  # nothing written until asked
-    path = small.save(tmp_path / "api" / "demo.json")
+    path = small.save(tmp_path / "api" / "demo.json", scan=transcoder_scan(assets / "clt"))
     doc = load_graph_json(path)
     assert len(doc.nodes) == small.n_nodes and len(doc.links) == small.n_edges
     assert [e.slug for e in read_graph_list(path.parent / "graph-metadata.json").graphs] == ["demo"]

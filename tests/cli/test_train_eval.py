@@ -39,3 +39,18 @@ def test_zero_evaluation_tokens_is_a_usage_error(cli):
 def test_missing_transcoder_is_one_line(cli, tmp_path):
     done = cli("transcoder", "eval", "--transcoder", tmp_path / "none")
     expect_error(done, 1, "does not exist")
+
+
+def test_another_model_needs_a_corpus_named(cli, tiny, tmp_path):
+    train = ["train", "clt", "--steps", "1", "--out", tmp_path / "c"]
+    evaluate = ["transcoder", "eval", "--n-tokens", "50", "--transcoder", tiny / "clt"]
+    for args in (train, evaluate):
+        done = cli(*args, "--model", tiny / "model")
+        expect_error(done, 2, "not the bundled model", "--corpus")
+    assert not (tmp_path / "c").exists()
+    # naming the corpus, even the bundled one, is accepted
+    corpus = tmp_path / "docs.txt"
+    corpus.write_text("w1 w2 w3 w4 w5 w6\nw7 w8 w9 w10\n" * 20)
+    done = cli("transcoder", "eval", "--n-tokens", "50", "--model", tiny / "model",
+               "--transcoder", tiny / "clt", "--corpus", corpus, "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr

@@ -30,7 +30,7 @@ def setup():
 
 
 def _decode(adapter):
-    return lambda t: adapter.tokenizer.decode([t])
+    return adapter.tokenizer.decode
 
 
 def expected_sets(graph, result):
@@ -75,10 +75,10 @@ def test_node_fields_follow_the_format(setup, tmp_path):
     assert set(raw) == {"metadata", "qParams", "nodes", "links"}
     meta = raw["metadata"]
     assert meta["schema_version"] == 1 and meta["slug"] == "tiny"
-    assert meta["prompt_tokens"] == graph.str_tokens and meta["prompt"] == graph.prompt
+    assert meta["prompt_tokens"] == graph.str_tokens and meta["prompt"].startswith("<bos>")
+    assert meta["prompt"] == adapter.tokenizer.decode(graph.tokens.tolist())
     assert meta["node_threshold"] == 1.0
     assert set(raw["qParams"]) == {"pinnedIds", "supernodes", "linkType", "clickedId", "sg_pos"}
-    assert len({n["jsNodeId"] for n in raw["nodes"]}) == len(raw["nodes"])
     assert len({n["node_id"] for n in raw["nodes"]}) == len(raw["nodes"])
     by_id = {n["node_id"]: n for n in raw["nodes"]}
     assert {n["feature_type"] for n in raw["nodes"]} <= set(FEATURE_TYPES.values())
@@ -87,33 +87,37 @@ def test_node_fields_follow_the_format(setup, tmp_path):
         kind = idx.kind(n)
         layer, pos = idx.layer_pos(n)
         assert node["feature_type"] == FEATURE_TYPES[kind] and isinstance(node["layer"], str)
-        assert node["ctx_idx"] == pos and node["reverse_ctx_idx"] == idx.n_pos - 1 - pos
+        assert node["ctx_idx"] == pos and node["reverse_ctx_idx"] == 0
         if kind == NodeKind.FEATURE:
             f = int(idx.feat_id[n])
-            assert (node["feature"], node["layer"]) == (f, str(layer))
-            assert node["jsNodeId"] == f"{layer}_{f}-{pos}" and node["clerp"] == f"L{layer} F{f}"
+            s = layer + f  # Cantor pairing, computed here independently of the exporter
+            assert (node["feature"], node["layer"]) == (s * (s + 1) // 2 + f, str(layer))
+            assert node["jsNodeId"] == f"{layer}_{f}-0" and node["clerp"] == ""
             assert node["activation"] == pytest.approx(float(graph.activations[n]))
             assert 0 < node["influence"] <= 1 + 1e-6
         elif kind == NodeKind.ERROR:
-            assert (node["feature"], node["clerp"]) == (-1, f"Err L{layer}")
+            assert (node["feature"], node["clerp"], node["jsNodeId"]) == (
+                -1,
+                "",
+                f"{layer}_{pos}-0",
+            )
         elif kind == NodeKind.TOKEN:
-            assert (node["feature"], node["layer"]) == (pos, "E")
-            assert node["clerp"] == graph.str_tokens[pos]
+            assert (node["feature"], node["layer"], node["clerp"]) == (pos, "E", "")
         else:
             k = n - idx.logit_start
             token = int(idx.logit_token[k])
             assert node["layer"] == str(idx.n_layers + 1) and node["feature"] == token
             assert node["token_prob"] == pytest.approx(float(graph.logit_probs[k]))
             assert node["is_target_logit"] == (k == 0)
-            assert node["clerp"].startswith(f'logit "{adapter.tokenizer.decode([token])}" (p=')
+            assert node["clerp"].startswith(f'Output "{adapter.tokenizer.decode([token])}" (p=')
 
 
 def test_descriptions_label_features():
     graph = handmade_graph()
     doc = graph_document(graph, "hand", descriptions={(1, 3): "says Mary"})
     labels = {n.node_id: n.clerp for n in doc.nodes}
-    assert labels["1_3_0"] == "says Mary" and labels["0_7_0"] == "L0 F7"
-    assert labels["E_5_0"] == "w1" and labels["3_11_0"] == 'logit "tok11" (p=0.600)'
+    assert labels["1_3_0"] == "says Mary" and labels["0_7_0"] == ""
+    assert labels["E_5_0"] == "" and labels["3_11_0"] == 'Output "tok11" (p=0.600)'
 
 
 def test_listing_adds_and_replaces_entries(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,12 +17,18 @@ if TYPE_CHECKING:
     from cltrace.models.adapter import ModelAdapter
 
 
-def _write(graph: Graph, result: GraphPruneResult, model: ModelAdapter, path) -> Path:
+def _write(
+    graph: Graph,
+    result: GraphPruneResult,
+    model: ModelAdapter,
+    path,
+    scan: str | None = None,
+    descriptions: Mapping[tuple[int, int], str] | None = None,
+) -> Path:
     from cltrace.graph.export import save_graph
 
-    return save_graph(
-        graph, result, path, scan=model.name, decode=lambda t: model.tokenizer.decode([t])
-    )
+    decode = model.tokenizer.decode
+    return save_graph(graph, result, path, scan=scan, decode=decode, descriptions=descriptions)
 
 
 @dataclass
@@ -72,10 +79,18 @@ class PrunedGraph:
         """Completeness score of the pruned graph, in [0, 1]."""
         return self.scores.completeness
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(
+        self,
+        path: str | os.PathLike,
+        scan: str | None = None,
+        descriptions: Mapping[tuple[int, int], str] | None = None,
+    ) -> Path:
         """Write the graph JSON viewers read to ``path`` (``NAME.json``, or a folder for
-        ``graph.json``) and list it in ``graph-metadata.json`` beside it; returns the file."""
-        return _write(self.graph, self.result, self.model, path)
+        ``graph.json``) and list it in ``graph-metadata.json`` beside it; returns the file.
+        ``scan`` names the transcoder for viewers (see :func:`cltrace.graph.export.transcoder_scan`;
+        default: the transcoder's model name); ``descriptions`` maps ``(layer, feature)`` to the
+        label written in ``clerp`` (see :func:`cltrace.graph.export.read_descriptions`)."""
+        return _write(self.graph, self.result, self.model, path, scan, descriptions)
 
     def __str__(self) -> str:
         return (
@@ -209,13 +224,16 @@ def attribute_checked(
     targets: list[str],
     max_feature_nodes: int | None = None,
     batch_size: int = 64,
+    token_nodes: str = "cltrace",
 ) -> AttributionGraph:
     """:func:`attribute` on loaded objects whose inputs :func:`check_inputs` already passed."""
     from cltrace.graph import AttributionConfig
     from cltrace.graph import attribute as _attribute
     from cltrace.graph.influence import graph_scores
 
-    cfg = AttributionConfig(max_feature_nodes=max_feature_nodes, batch_size=batch_size)
+    cfg = AttributionConfig(
+        max_feature_nodes=max_feature_nodes, batch_size=batch_size, token_nodes=token_nodes
+    )
     graph = _attribute(adapter, transcoder, prompt, targets=targets or None, config=cfg)
     return AttributionGraph(graph, adapter, graph_scores(graph))
 
@@ -228,6 +246,7 @@ def attribute(
     max_feature_nodes: int | None = None,
     batch_size: int = 64,
     allow_unk: bool = False,
+    token_nodes: str = "cltrace",
 ) -> AttributionGraph:
     """The attribution graph of ``prompt`` (BOS is prepended), scored; nothing is written.
 
@@ -235,6 +254,8 @@ def attribute(
     ``targets`` are single-token logit targets (default: the most likely next tokens);
     ``max_feature_nodes`` keeps at most that many feature nodes, by influence. Unknown prompt
     words are an error unless ``allow_unk`` (then read as the unk token, with a warning).
+    ``token_nodes="circuit-tracer"`` defines token nodes and the BOS errors as circuit-tracer
+    does (see :class:`cltrace.graph.AttributionConfig`).
     """
     from cltrace.api.loading import as_model, as_transcoder
 
@@ -242,7 +263,7 @@ def attribute(
     tc = as_transcoder(transcoder, adapter)
     check_inputs(adapter, prompt, list(targets or []), allow_unk)
     return attribute_checked(adapter, tc, prompt, list(targets or []), max_feature_nodes,
-                             batch_size)  # fmt: skip
+                             batch_size, token_nodes)  # fmt: skip
 
 
 __all__: list[Any] = ["AttributionGraph", "PrunedGraph", "attribute"]

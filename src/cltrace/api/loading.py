@@ -12,29 +12,46 @@ if TYPE_CHECKING:
     from cltrace.transcoders import CrossLayerTranscoder
 
 
-def load_model(name_or_path: str | os.PathLike | None = None, device: str = "cpu") -> ModelAdapter:
+def load_model(
+    name_or_path: str | os.PathLike | None = None, device: str = "cpu", dtype: str = "float32"
+) -> ModelAdapter:
     """Load a causal LM: ``None`` for the bundled model, else a local directory or an HF id.
 
-    Returns the :class:`~cltrace.models.adapter.ModelAdapter` every other API function takes.
+    ``device``: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; ``dtype``: ``float32``, ``bfloat16``
+    or ``float16`` (short names ``fp32``, ``bf16``, ``fp16`` too). Returns the
+    :class:`~cltrace.models.adapter.ModelAdapter` every other API function takes.
     """
     from cltrace.models import load_model as _load_model
+    from cltrace.precision import parse_device, parse_dtype
 
-    return _load_model(None if name_or_path is None else str(name_or_path), device=device)
+    name = None if name_or_path is None else str(name_or_path)
+    return _load_model(name, device=parse_device(device), dtype=parse_dtype(dtype))
 
 
 def load_transcoder(
-    source: str | os.PathLike | None = None, model: ModelAdapter | str | None = None
+    source: str | os.PathLike | None = None,
+    model: ModelAdapter | str | None = None,
+    lazy_decoder: bool = False,
 ) -> CrossLayerTranscoder:
     """Load a cross-layer transcoder: ``None`` for the bundled CLT, else a directory or hub id.
 
     With ``model`` (a loaded model) its widths and layer count are checked against the
-    transcoder's; a mismatch is an error.
+    transcoder's (a mismatch is an error), and the weights go to the model's device and dtype.
+    ``lazy_decoder`` leaves the decoders on disk and reads rows as they are needed.
     """
+    import torch
+
     from cltrace.paths import BUNDLED_CLT_DIR
     from cltrace.transcoders import load_transcoder as _load_transcoder
 
     adapter = as_model(model) if isinstance(model, (str, os.PathLike)) else model
-    return _load_transcoder(source if source is not None else BUNDLED_CLT_DIR, model=adapter)
+    return _load_transcoder(
+        source if source is not None else BUNDLED_CLT_DIR,
+        model=adapter,
+        lazy_decoder=lazy_decoder,
+        device=None if adapter is None else adapter.device,
+        dtype=torch.float32 if adapter is None else adapter.dtype,
+    )
 
 
 def as_model(model) -> ModelAdapter:

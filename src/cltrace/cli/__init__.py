@@ -11,7 +11,19 @@ from __future__ import annotations
 import os
 import sys
 
-from cltrace.cli import attribute, bundled, edges, evaluate, interpret, pie, tasks, transcoders  # noqa: F401  (registers commands)
+from cltrace.cli import (  # noqa: F401  (importing a module registers its commands)
+    attribute,
+    bundled,
+    edges,
+    evaluate,
+    global_view,
+    interpret,
+    pie,
+    serve,
+    supernodes,
+    tasks,
+    transcoders,
+)
 from cltrace.cli._apps import app, state
 from cltrace.errors import CltraceError
 

@@ -34,6 +34,12 @@ def evaluate(
     cache_dir: str | None = typer.Option(
         None, "--cache-dir", help="Cache LLM replies here (default: RUN/llm_cache)."
     ),
+    evals: str = typer.Option(
+        "fade",
+        "--evals",
+        help="fade (description scores), or sort and/or contrastive "
+        "(comma-separated; writes feature_evals.json).",
+    ),
 ) -> None:
     """Score each kept feature's description: clarity, responsiveness, purity, faithfulness,
     detection and fuzzing; writes scores.json, scores_summary.json and refreshes report.html."""
@@ -46,6 +52,11 @@ def evaluate(
     from cltrace.errors import UsageError
     from cltrace.score import RATERS, ScoreConfig, evaluate_run
 
+    if evals.strip() != "fade":
+        from cltrace.score.contrastive import run_cli_evals
+
+        run_cli_evals(run, evals, rater, corpus, base_url, model, cache_dir)
+        return
     if rater not in RATERS:
         raise UsageError(f"unknown rater {rater!r}; use one of {', '.join(RATERS)}.")
     if variant not in ("fade", "pie"):

@@ -142,3 +142,4 @@ def pie(
         run_later_stages(run_dir, wanted, console)
     state.interrupt_note = None
     console.print(f"run directory: {run_dir}  (report: {run_dir / 'report.html'})")
+    console.print(f"view it: cltrace serve {run_dir}", markup=False, soft_wrap=True)

@@ -35,7 +35,10 @@ def train_clt(
     k: int = typer.Option(None, "--k", min=1, help="k for --activation topk."),
     sparsity: float = typer.Option(None, "--sparsity", help="Final tanh-L0 coefficient."),
     corpus: str = typer.Option(
-        None, "--corpus", help="Text file (one doc per line) or HF dataset (default: bundled)."
+        None,
+        "--corpus",
+        help="Text file (one doc per line) or HF dataset (default: bundled, for the bundled model "
+        "only).",
     ),
     n_docs: int = typer.Option(
         40_000, "--n-docs", min=1, help="Documents to read from the corpus."
@@ -44,6 +47,7 @@ def train_clt(
 ) -> None:
     """Train a cross-layer (or per-layer) transcoder on the model's MLP activations."""
     from cltrace.cli._apps import positive_float, state
+    from cltrace.corpus import check_corpus_fits
     from cltrace.errors import UsageError
     from cltrace.transcoders.activations import ACTIVATIONS
     from cltrace.transcoders.data import load_texts
@@ -66,13 +70,22 @@ def train_clt(
     }
     cfg = replace(cfg, **{key: v for key, v in overrides.items() if v is not None})
     out = Path(out or ("plt" if per_layer else "clt"))
+    check_corpus_fits(corpus, model)
     adapter = _model(model)
     texts = load_texts(corpus, n_docs, TRAIN_SEED + seed)
     state.interrupt_note = (
         f"{out}/checkpoint.pt holds the last checkpoint (every {cfg.checkpoint_every} steps), if "
         "one was reached; add --resume to the same command to continue from it"
     )
-    train_transcoder(adapter, texts, out, cfg, resume=resume, progress=progress)
+    from cltrace import dist
+
+    world = dist.start()  # several processes under torchrun: data-parallel (see train_transcoder)
+    try:
+        train_transcoder(adapter, texts, out, cfg, resume=resume, progress=progress, world=world)
+    finally:
+        dist.finish(world)
+    if not world.is_main:
+        return
     stats = json.loads((out / "train_stats.json").read_text())
     typer.echo(f"saved {out} ({stats['seconds']:.0f} s, {stats['tokens_per_s']:.0f} tokens/s)")
 
@@ -85,16 +98,20 @@ def eval_transcoder(
     ),
     n_tokens: int = typer.Option(20_000, "--n-tokens", min=1, help="Held-out tokens to evaluate."),
     corpus: str = typer.Option(
-        None, "--corpus", help="Text file or HF dataset (default: bundled)."
+        None,
+        "--corpus",
+        help="Text file or HF dataset (default: bundled, for the bundled model only).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """FVU, L0, dead features and replacement-model agreement / KL on held-out text."""
+    from cltrace.corpus import check_corpus_fits
     from cltrace.paths import BUNDLED_CLT_DIR
     from cltrace.transcoders import load_transcoder
     from cltrace.transcoders.data import load_texts
     from cltrace.transcoders.evaluate import evaluate_transcoder
 
+    check_corpus_fits(corpus, model)
     adapter = _model(model)
     tc = load_transcoder(transcoder or BUNDLED_CLT_DIR, model=adapter)
     texts = load_texts(corpus, max(200, n_tokens // 5), EVAL_SEED)

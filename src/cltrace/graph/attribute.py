@@ -19,8 +19,10 @@ import time
 from dataclasses import dataclass
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
+from cltrace.errors import CltraceError
 from cltrace.graph.nodes import Graph, NodeIndex
 from cltrace.graph.rows import DirectGradients, EdgeComputer
 from cltrace.graph.selection import select_by_influence
@@ -56,6 +58,42 @@ class AttributionConfig:
     """Features at position 0 are not nodes (their writes go to the error nodes)."""
     update_interval: int = 4
     """With ``max_feature_nodes``: recompute influence after this many batches of rows."""
+    token_nodes: str = "cltrace"
+    """What token nodes stand for. ``cltrace``: the whole block-0 input at the position (the
+    token embedding plus any learned position embedding), and every error node has edges.
+    ``circuit-tracer``: the token embedding only (a learned position embedding is left
+    unattributed, like a bias) and the error vectors at position 0 (the BOS) unattributed, as
+    circuit-tracer defines them, so its graphs and cltrace's match edge for edge. The two
+    differ only on models with learned position embeddings and in the BOS errors."""
+
+    def __post_init__(self) -> None:
+        if self.token_nodes not in TOKEN_NODES:
+            raise CltraceError(
+                f"token_nodes {self.token_nodes!r} is not one of {', '.join(TOKEN_NODES)}; "
+                "pick one of those."
+            )
+
+
+TOKEN_NODES = ("cltrace", "circuit-tracer")
+
+
+def position_inputs(adapter: ModelAdapter, tokens: Tensor) -> Float[Tensor, "pos d_model"]:
+    """The part of the block-0 input that is not the token embedding's (a learned position
+    embedding; zero for rotary models): the block-0 input with the embedding's output zeroed.
+    (A scale applied to the embedding, as Gemma's, stays with the token.)"""
+    seen: dict[str, Tensor] = {}
+
+    def keep(t):
+        seen["x"] = t
+
+    embed: torch.nn.Module = adapter.hf_model.get_input_embeddings()  # type: ignore[operator]
+    handle = embed.register_forward_hook(lambda _m, _a, out: torch.zeros_like(out))
+    try:
+        with torch.no_grad(), adapter.hooks({"resid_pre.0": keep}):
+            adapter(tokens)
+    finally:
+        handle.remove()
+    return seen["x"][0].float()
 
 
 @torch.no_grad()
@@ -83,7 +121,11 @@ def attribute(
     )
     L, T = adapter.n_layers, tokens.shape[1]
     engine = DirectGradients(adapter, transcoder, state)
-    edges = EdgeComputer(transcoder, state)
+    kept_input, n_err = None, 0
+    if cfg.token_nodes == "circuit-tracer":
+        kept_input, n_err = position_inputs(adapter, tokens), 1
+    token_vectors = None if kept_input is None else state.resid0 - kept_input
+    edges = EdgeComputer(transcoder, state, token_vectors, n_err)
     sources = edges.index  # row layout while computing: every active feature, errors, tokens
     n_active, n_cols = sources.n_features, sources.n_sources
     batch = _batch_for(adapter, T, n_cols, cfg)
@@ -158,7 +200,9 @@ def attribute(
         activations=act.value[chosen].cpu(),
         logit_probs=logit_t.probs.float().cpu(),
         target_values=target_values(transcoder, state, *feats, logit_t.vectors, final_clean).cpu(),
-        bias_values=bias_values(adapter, transcoder, state, *feats, logit_t.vectors).cpu(),
+        bias_values=bias_values(
+            adapter, transcoder, state, *feats, logit_t.vectors, kept_input, n_err
+        ).cpu(),
         prompt=prompt if isinstance(prompt, str) else "",
         str_tokens=adapter.to_str_tokens(tokens[0]),
         model_name=adapter.name,

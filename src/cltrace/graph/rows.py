@@ -57,8 +57,18 @@ class EdgeComputer:
     in the batch.
     """
 
-    def __init__(self, transcoder: CrossLayerTranscoder, state: ReplacementState):
+    def __init__(
+        self,
+        transcoder: CrossLayerTranscoder,
+        state: ReplacementState,
+        token_vectors: Float[Tensor, "pos d_model"] | None = None,
+        unattributed_error_positions: int = 0,
+    ):
+        """``token_vectors``: what each token node writes into block 0 (default: the whole
+        block-0 input); the error vectors of the first ``unattributed_error_positions``
+        positions get no edges (they stay in the targets' bias)."""
         self.state = state
+        self.token_vectors = state.resid0 if token_vectors is None else token_vectors
         self.device = dev = state.resid0.device
         T = state.mlp_in.shape[1]
         a = state.active
@@ -77,6 +87,7 @@ class EdgeComputer:
             scaled = rows * state.active.value[sel, None, None]
             packed[pos, slot] = scaled.reshape(sel.numel(), n_out * d)
             packed[:, n_slots, :d] = state.errors[layer]
+            packed[:unattributed_error_positions, n_slots, :d] = 0
             self.packed.append((layer, sel, pos, slot, packed, n_out))
 
     @torch.no_grad()
@@ -94,7 +105,7 @@ class EdgeComputer:
         where to write the rows (overwritten; it may live on another device, e.g. CPU storage
         for rows computed on a GPU), else a new tensor on the computing device.
         """
-        st, idx = self.state, self.index
+        idx = self.index
         P, b, n_read, d = g_out.shape
         L, T = idx.n_layers, idx.n_pos
         target = out
@@ -115,7 +126,8 @@ class EdgeComputer:
                 m = pos < P
                 sel, pos, slot = sel[m], pos[m], slot[m]
             feat[:, sel] = res[pos, :, slot].T
-        out[:, idx.token_node(0) : idx.token_node(P)] = (g_emb * st.resid0[:P, None]).sum(-1).T
+        tok = self.token_vectors[:P, None]
+        out[:, idx.token_node(0) : idx.token_node(P)] = (g_emb * tok).sum(-1).T
         if target is not None and target is not out:
             return target.copy_(out)
         return out

@@ -136,11 +136,22 @@ def bias_values(
     feat_pos: Tensor,
     feat_id: Tensor,
     logit_vecs: Tensor,
+    kept_input: Float[Tensor, "pos d_model"] | None = None,
+    unattributed_error_positions: int = 0,
 ) -> Float[Tensor, " n_targets"]:
-    """Each target's value with every node zeroed: token embeddings 0, MLP outputs = b_dec."""
+    """Each target's value with every node zeroed: token embeddings 0, MLP outputs = b_dec.
+
+    What no node stands for stays: ``kept_input`` (the block-0 input that is not a token
+    node's, e.g. learned position embeddings) and the error vectors of the first
+    ``unattributed_error_positions`` positions."""
     L = adapter.n_layers
     cache: dict[int, Tensor] = {}
-    hooks: dict[str | Site, Hook] = {"resid_pre.0": lambda t: torch.zeros_like(t)}
+
+    def block0(t):
+        return torch.zeros_like(t) if kept_input is None else kept_input.to(t)[None].expand_as(t)
+
+    hooks: dict[str | Site, Hook] = {"resid_pre.0": block0}
+    n_err = unattributed_error_positions
     for layer in range(L):
 
         def store(t, _l=layer):
@@ -148,7 +159,11 @@ def bias_values(
 
         def write(t, _l=layer):
             out = transcoder.b_dec[_l].to(t.dtype).expand_as(t)
-            return out + transcoder.skip(_l, cache[_l]).to(t.dtype)
+            out = out + transcoder.skip(_l, cache[_l]).to(t.dtype)
+            if n_err:
+                out = out.clone()
+                out[:, :n_err] += state.errors[_l][:n_err].to(t.dtype)
+            return out
 
         hooks[f"mlp_in.{layer}"] = store
         hooks[f"mlp_out.{layer}"] = write

@@ -167,8 +167,9 @@ class CrossLayerTranscoder(nn.Module):
 
     def decoder_norms(self, layer: int) -> Float[Tensor, " F"]:
         """Norm of each feature's decoders concatenated over all its target layers."""
-        w = self.lazy.full(layer) if self.lazy is not None else self.W_dec[layer]
-        return w.flatten(1).norm(dim=1)
+        if self.lazy is not None:
+            return self.lazy.norms(layer).to(self.W_enc[layer].device)
+        return self.W_dec[layer].flatten(1).norm(dim=1)
 
     def _active_block(
         self, layer: int, acts: Float[Tensor, "N F"]

@@ -9,6 +9,12 @@ Data is a pure function of ``(seed, step)``: step ``s`` reads chunk ``s // chunk
 activations are harvested from a fixed slice of packed rows and shuffled by a generator seeded
 with the chunk number. A resumed run therefore recomputes exactly the data an uninterrupted run
 would have seen, and gives the same weights.
+
+Under ``torchrun`` (``world`` with more than one process) every rank keeps a full copy of the
+transcoder and takes every ``world_size``-th token of each step's batch; the gradients are
+averaged across ranks before the update, which is the gradient of the whole batch's loss (every
+term is a mean over tokens), so the run follows the single-process one within float rounding.
+Rank 0 alone writes checkpoints and the result; a checkpoint resumes at any world size.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from pathlib import Path
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from cltrace.dist import World, all_ok, barrier
 from cltrace.errors import CltraceError
 from cltrace.transcoders.clt import CrossLayerTranscoder, TranscoderConfig
 from cltrace.transcoders.data import harvest, pack_texts
@@ -188,24 +195,36 @@ def train_transcoder(
     resume: bool = False,
     stop_after: int | None = None,
     progress: bool = True,
+    world: World | None = None,
 ) -> CrossLayerTranscoder:
     """Train on ``texts`` and write the transcoder (circuit-tracer layout) to ``out``.
 
     ``stop_after`` ends this call after that many total steps, leaving a checkpoint (a planned
     interruption; tests and long jobs use it). ``resume`` continues from ``out/checkpoint.pt``.
+    ``world``: this process's rank among several (see the module docstring).
     """
     cfg = cfg or CLTTrainConfig()
+    world = world or World()
     from cltrace.files import check_out_path
 
     out = check_out_path(Path(out), "transcoder directory")  # before training: no work lost
     ckpt_path = out / CHECKPOINT
-    if resume and not ckpt_path.is_file():
-        raise CltraceError(f"Nothing to resume in {str(out)!r}: no {CHECKPOINT}; drop --resume.")
-    if not resume and out.is_dir() and (out / CONFIG).exists():
+    if cfg.batch_tokens % world.size:
         raise CltraceError(
+            f"batch_tokens {cfg.batch_tokens} does not split over {world.size} processes; use a "
+            "process count that divides it."
+        )
+    problem = None
+    if resume and not ckpt_path.is_file():
+        problem = f"Nothing to resume in {str(out)!r}: no {CHECKPOINT}; drop --resume."
+    if not resume and out.is_dir() and (out / CONFIG).exists():
+        problem = (
             f"{str(out)!r} already holds a transcoder run; pass --resume or a new --out directory."
         )
-    out.mkdir(parents=True, exist_ok=True)
+    if not all_ok(world, problem is None):  # every rank checks before rank 0 writes anything
+        raise CltraceError(problem or f"another process refused {str(out)!r}; see its message.")
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     rows, valid = pack_texts(model, texts, cfg.n_ctx)
     chunks = _Chunks(model, rows, valid, cfg)
     x0, y0 = chunks.get(0)
@@ -226,9 +245,14 @@ def train_transcoder(
         opt.load_state_dict(state["optim"])
         torch.set_rng_state(state["rng"])
         step = state["step"]
-    (out / CONFIG).write_text(json.dumps(asdict(cfg), indent=2))
+    barrier(world)  # every rank has read the checkpoint before rank 0 may replace it
+    if world.is_main:
+        (out / CONFIG).write_text(json.dumps(asdict(cfg), indent=2))
+    curve: list[list[float]] = []
 
     def save_checkpoint(at: int) -> None:
+        if not world.is_main:
+            return
         state = {
             "step": at,
             "model": tc.state_dict(),
@@ -251,17 +275,21 @@ def train_transcoder(
     )
     tc.train()
     try:
-        with Progress(*columns, disable=not progress) as bar:
+        with Progress(*columns, disable=not (progress and world.is_main)) as bar:
             task = bar.add_task("train", total=cfg.steps, completed=step, fvu=1.0, l0=0.0)
             while step < end:
                 x, y = chunks.batch(step)
-                x = x / sx[:, None, None]
-                y = y / sy[:, None, None]
+                x = x[:, world.rank :: world.size] / sx[:, None, None]
+                y = y[:, world.rank :: world.size] / sy[:, None, None]
                 for group in opt.param_groups:
                     group["lr"] = _lr(step, cfg)
                 loss, fvu, l0 = _loss(tc, cfg, x, y, var, step)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if world.distributed:
+                    fvu, l0 = _average_gradients(tc, world, fvu, l0)
+                if step % LOG_EVERY == 0:
+                    curve.append([step, float(fvu.mean())])
                 torch.nn.utils.clip_grad_norm_(tc.parameters(), 1.0)
                 opt.step()
                 if tc.threshold is not None:
@@ -284,6 +312,8 @@ def train_transcoder(
         save_checkpoint(step)
         return tc
     final = fold_scales(tc, sx, sy)
+    if not world.is_main:
+        return final
     save_transcoder(final, out)
     seconds = time.time() - start_time
     (out / "train_stats.json").write_text(
@@ -293,12 +323,34 @@ def train_transcoder(
                 "tokens": tokens,
                 "tokens_per_s": tokens / max(seconds, 1e-9),
                 "final_fvu": float(fvu.mean()) if step else None,
+                "world_size": world.size,
+                "fvu_curve": curve,
             },
             indent=2,
         )
     )
     ckpt_path.unlink(missing_ok=True)
     return final
+
+
+LOG_EVERY = 10
+"""Steps between the entries of ``train_stats.json``'s ``fvu_curve`` (this call's steps)."""
+
+
+def _average_gradients(tc: CrossLayerTranscoder, world: World, fvu, l0):
+    """Average every gradient (and the reported FVU and L0) over the ranks, in one reduction."""
+    import torch.distributed as dist
+
+    params = [p for p in tc.parameters() if p.grad is not None]
+    flat = torch.cat([p.grad.reshape(-1) for p in params] + [fvu.reshape(-1), l0.reshape(-1)])
+    dist.all_reduce(flat)
+    flat /= world.size
+    at = 0
+    for p in params:
+        n = p.grad.numel()
+        p.grad.copy_(flat[at : at + n].view_as(p.grad))
+        at += n
+    return flat[at : at + fvu.numel()].view_as(fvu), flat[-1]
 
 
 def config_from_dict(d: dict) -> CLTTrainConfig:
