@@ -14,6 +14,7 @@ import sys
 from cltrace.cli import (  # noqa: F401  (importing a module registers its commands)
     attribute,
     bundled,
+    edges,
     evaluate,
     global_view,
     interpret,
