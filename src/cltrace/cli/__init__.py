@@ -15,6 +15,7 @@ from cltrace.cli import (  # noqa: F401  (importing a module registers its comma
     attribute,
     bundled,
     edges,
+    estimate,
     evaluate,
     global_view,
     interpret,

@@ -323,6 +323,7 @@ def train_transcoder(
                 "tokens": tokens,
                 "tokens_per_s": tokens / max(seconds, 1e-9),
                 "final_fvu": float(fvu.mean()) if step else None,
+                "final_l0": float(l0) if step else None,
                 "world_size": world.size,
                 "fvu_curve": curve,
             },
