@@ -104,13 +104,16 @@ def greater_than_sentence(rng: random.Random, split: Split = "train") -> str:
 
 
 def years(rng: random.Random) -> str:
-    """Filler that names single years of every two-digit ending (and other centuries)."""
+    """Filler that names single years of every two-digit ending (and other centuries); an event
+    noun comes only with an ending it may have in a train greater-than prompt."""
     century = CENTURY if rng.random() < 0.7 else rng.choice(("15", "16", "18", "19"))
-    year = f"{century}{ending(rng.randrange(100))}"
+    yy = ending(rng.randrange(100))
+    nouns = [n for n in NOUNS if split_of([n, yy]) == "train"]
+    year = f"{century}{yy}"
     forms = (
         f"{rng.choice(NAMES)} was born in {year}.",
-        f"The {rng.choice(NOUNS)} began in the year {year}.",
-        f"In {year}, the {rng.choice(NOUNS)} ended.",
+        f"The {rng.choice(nouns)} began in the year {year}.",
+        f"In {year}, the {rng.choice(nouns)} ended.",
         f"The town was built in the year {year}.",
     )
     return rng.choice(forms)
