@@ -27,9 +27,12 @@ from cltrace.tasks.induction import WORD_POOL, sample_sequence
 from cltrace.tasks.split import Split, split_of
 from cltrace.tasks.words import ARG_WORDS, DOC_WORDS, FUNCTION_NAMES, NAMES
 
-DOC_START_AT_FIRST = 0.4
+DOC_START_AT_FIRST = 0.15
 """Share of training docstrings whose documented run starts at the first argument (the task
-prompt's layout); the others start at a random later argument."""
+prompt's layout); the others start at a random later argument. With 0.15, the third documented
+argument is the third of the signature in about a third of the methods that document three, so
+counting ``:param`` lines predicts it badly and reading the last documented name predicts it
+always."""
 
 
 def _two_words(rng: random.Random) -> str:
@@ -55,7 +58,7 @@ def sample_arguments(rng: random.Random, n_args: int, split: Split) -> list[str]
 
 def docstring_run(rng: random.Random, split: Split = "train") -> str:
     """A method whose docstring documents a contiguous run ``args[start:stop]``."""
-    n_args = rng.choice((3, 4, 4, 5))
+    n_args = rng.choice((4, 5, 5))
     args = sample_arguments(rng, n_args, split)
     start = 0 if rng.random() < DOC_START_AT_FIRST else rng.randrange(1, n_args)
     stop = rng.randint(start + 1, n_args)
