@@ -143,3 +143,21 @@ def test_recipe_presets():
         TrainConfig.recipe("three-tasks")
     with pytest.raises(UsageError, match="unknown corpus recipe"):
         generate_corpus(CorpusConfig(n_docs=2, recipe="nope"))
+
+
+def test_stale_docstrings_document_only_names_outside_the_signature():
+    import random
+
+    rng = random.Random(1)
+    stale = 0
+    for _ in range(400):
+        text = docstring_run(rng, stale=0.5)
+        args = re.match(r"def \w+\(self, (.*)\):", text).group(1).split(", ")
+        documented = re.findall(r":param (\w+):", text)
+        inside = [d in args for d in documented]
+        assert all(inside) or not any(inside)  # a run of the signature, or stale throughout
+        if not any(inside):
+            stale += 1
+            assert len(args) == N_ARGS and 1 <= len(documented) <= 3
+            assert held_out_args(args + documented, "train")
+    assert 150 < stale < 250

@@ -50,6 +50,9 @@ class CorpusConfig:
     greater_than_share: float = 0.0
     """Fraction of greater-than sentences (``four-tasks`` only); the rest of the documents is
     filler, spread evenly over the recipe's filler kinds."""
+    stale_docstrings: float = 0.0
+    """Fraction of ``four-tasks`` Doc-String methods whose docstring documents names that are not
+    in the signature (:func:`cltrace.bundled.recipes.docstring_run`)."""
 
     @classmethod
     def four_tasks(cls, n_docs: int = 80_000, seed: int = 0) -> CorpusConfig:
@@ -57,13 +60,15 @@ class CorpusConfig:
         return cls(
             n_docs=n_docs, seed=seed, recipe="four-tasks", ioi_share=0.25,
             docstring_share=0.22, induction_share=0.18, greater_than_share=0.12,
+            stale_docstrings=0.15,
         )  # fmt: skip
 
 
 def _samplers(
-    recipe: str,
+    cfg: CorpusConfig,
 ) -> tuple[list[tuple[str, Callable[[random.Random], str]]], list[tuple[str, Callable]]]:
     """``(task samplers in share order, filler kinds)`` of a recipe."""
+    recipe = cfg.recipe
     if recipe == "two-tasks":
         return [
             ("ioi", lambda rng: sample_ioi_sentence(rng, "train")),
@@ -72,7 +77,7 @@ def _samplers(
     if recipe == "four-tasks":
         return [
             ("ioi", lambda rng: sample_ioi_sentence(rng, "train")),
-            ("docstring", lambda rng: docstring_run(rng, "train")),
+            ("docstring", lambda rng: docstring_run(rng, "train", cfg.stale_docstrings)),
             ("induction", lambda rng: induction_repeat(rng, "train")),
             ("greater_than", lambda rng: greater_than_sentence(rng, "train")),
         ], list(FOUR_TASKS_FILLER.items())
@@ -82,7 +87,7 @@ def _samplers(
 def generate_documents(cfg: CorpusConfig) -> list[tuple[str, str]]:
     """``cfg.n_docs`` ``(kind, text)`` pairs in a reproducible order; kind is a task name
     (``ioi``, ``docstring``, ``induction``, ``greater_than``) or a filler kind."""
-    tasks, filler_kinds = _samplers(cfg.recipe)
+    tasks, filler_kinds = _samplers(cfg)
     shares = [cfg.ioi_share, cfg.docstring_share, cfg.induction_share, cfg.greater_than_share]
     rng = random.Random(cfg.seed)
     docs = []

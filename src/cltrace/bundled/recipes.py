@@ -56,14 +56,37 @@ def sample_arguments(rng: random.Random, n_args: int, split: Split) -> list[str]
     raise RuntimeError(f"no {split} argument tuple of length {n_args} found")
 
 
-def docstring_run(rng: random.Random, split: Split = "train") -> str:
-    """A method whose docstring documents a contiguous run ``args[start:stop]``."""
+def docstring_run(rng: random.Random, split: Split = "train", stale: float = 0.0) -> str:
+    """A method whose docstring documents a contiguous run ``args[start:stop]``.
+
+    With probability ``stale`` the docstring is stale instead: it documents one to three names
+    that are not in the signature (as after a rename), so the next ``:param`` is not a
+    signature argument either. A model then learns that the signature's order says nothing
+    once the documented names do not match it.
+    """
+    if stale and rng.random() < stale:  # no draw at 0, so such corpora stay as they were
+        return _stale_docstring(rng, split)
     n_args = rng.choice((4, 5, 5))
     args = sample_arguments(rng, n_args, split)
     start = 0 if rng.random() < DOC_START_AT_FIRST else rng.randrange(1, n_args)
     stop = rng.randint(start + 1, n_args)
+    return _method(rng, args, args[start:stop])
+
+
+def _stale_docstring(rng: random.Random, split: Split) -> str:
+    """A 4-argument method documenting 1-3 other names; every ``N_ARGS``-subset of all the
+    argument names in it lies on ``split``."""
+    args = sample_arguments(rng, N_ARGS, split)
+    for _ in range(10_000):
+        old = rng.sample([w for w in ARG_WORDS if w not in args], rng.randint(1, 3))
+        if held_out_args(args + old, split):
+            return _method(rng, args, old)
+    raise RuntimeError("no stale docstring found")
+
+
+def _method(rng: random.Random, args: list[str], documented: list[str]) -> str:
     lines = [signature(rng.choice(FUNCTION_NAMES), args), f'    """{_two_words(rng)}\n', "\n"]
-    lines += [f"    :param {a}: {_two_words(rng)}\n" for a in args[start:stop]]
+    lines += [f"    :param {a}: {_two_words(rng)}\n" for a in documented]
     if rng.random() < 0.5:
         lines.append(f"    :return: {_two_words(rng)}\n")
     lines.append('    """\n')
