@@ -12,7 +12,7 @@ from cltrace.bundled.corpus import generate_documents
 from cltrace.bundled.recipes import docstring_run, held_out_args
 from cltrace.bundled.tokenizer import DIGIT_PAIR_PATTERN, split_pieces
 from cltrace.errors import UsageError
-from cltrace.models import ModelAdapter
+from cltrace.models import ModelAdapter, load_model
 from cltrace.tasks import get_task, split_of
 from cltrace.tasks.docstring import N_ARGS
 from cltrace.tasks.greater_than import NOUNS
@@ -161,3 +161,40 @@ def test_stale_docstrings_document_only_names_outside_the_signature():
             assert len(args) == N_ARGS and 1 <= len(documented) <= 3
             assert held_out_args(args + documented, "train")
     assert 150 < stale < 250
+
+
+@pytest.mark.slow
+def test_four_tasks_training_is_reproducible_and_reads_years(tmp_path):
+    from dataclasses import replace
+
+    from transformers import AutoModelForCausalLM
+
+    from cltrace.bundled import train_model
+
+    tiny = replace(
+        TrainConfig.recipe("four-tasks", seed=2), steps=6, batch_size=8, warmup_steps=2,
+        n_layers=1, d_model=32, n_heads=2, n_ctx=128, long_every=0,
+        corpus=CorpusConfig.four_tasks(n_docs=600),
+    )  # fmt: skip
+    a = train_model(tmp_path / "a", tiny, progress=False)
+    b = train_model(tmp_path / "b", tiny, progress=False)
+    wa = AutoModelForCausalLM.from_pretrained(a).state_dict()
+    wb = AutoModelForCausalLM.from_pretrained(b).state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    adapter = load_model(a)
+    assert adapter.tokenizer.convert_ids_to_tokens(adapter.encode(" 1732", prepend_bos=False)) == [
+        " 17", "32",
+    ]  # fmt: skip
+
+
+def test_new_answer_weights_mark_what_only_the_task_predicts():
+    from cltrace.bundled.train import _answer_weights
+
+    # bos w1 w2 w3 | w1 w2 w3 . eos: w2 and w3 of the repeat can be copied, the repeated w1 not
+    induction = [1, 10, 11, 12, 10, 11, 12, 5, 2]
+    assert _answer_weights("induction", induction, None, 4.0) == [
+        0.0, 1.0, 1.0, 1.0, 1.0, 4.0, 4.0, 1.0, 1.0,
+    ]  # fmt: skip
+    years = [1, 30, 31, 17, 40, 32, 17, 41, 5, 2]  # ... 17 YY . eos
+    assert _answer_weights("greater_than", years, None, 3.0)[-3] == 3.0
+    assert sum(_answer_weights("greater_than", years, None, 3.0)) == 3.0 + 7
