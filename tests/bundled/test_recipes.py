@@ -197,4 +197,4 @@ def test_new_answer_weights_mark_what_only_the_task_predicts():
     ]  # fmt: skip
     years = [1, 30, 31, 17, 40, 32, 17, 41, 5, 2]  # ... 17 YY . eos
     assert _answer_weights("greater_than", years, None, 3.0)[-3] == 3.0
-    assert sum(_answer_weights("greater_than", years, None, 3.0)) == 3.0 + 8  # BOS weighs 0, the rest 1
+    assert sum(_answer_weights("greater_than", years, None, 3.0)) == 3.0 + 8  # BOS 0, rest 1
