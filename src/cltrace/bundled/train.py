@@ -74,7 +74,7 @@ class TrainConfig:
             return cls(seed=seed)
         if name == "four-tasks":
             return cls(
-                seed=seed, steps=6000, batch_size=64, lr=2e-3, warmup_steps=200, n_layers=6,
+                seed=seed, steps=4500, batch_size=64, lr=2e-3, warmup_steps=200, n_layers=6,
                 d_model=128, n_heads=4, long_every=10, corpus=CorpusConfig.four_tasks(),
                 pieces="digit-pairs",
             )  # fmt: skip
