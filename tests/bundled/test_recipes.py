@@ -198,3 +198,15 @@ def test_new_answer_weights_mark_what_only_the_task_predicts():
     years = [1, 30, 31, 17, 40, 32, 17, 41, 5, 2]  # ... 17 YY . eos
     assert _answer_weights("greater_than", years, None, 3.0)[-3] == 3.0
     assert sum(_answer_weights("greater_than", years, None, 3.0)) == 3.0 + 8  # BOS 0, rest 1
+
+
+def test_cli_names_an_unknown_recipe(tmp_path):
+    import subprocess
+
+    res = subprocess.run(
+        ["cltrace", "train", "model", "--recipe", "nope", "--out", str(tmp_path / "m")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "unknown recipe 'nope'; use one of two-tasks, four-tasks." in res.stderr
+    assert not (tmp_path / "m").exists()
