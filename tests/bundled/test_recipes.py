@@ -210,3 +210,13 @@ def test_cli_names_an_unknown_recipe(tmp_path):
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "unknown recipe 'nope'; use one of two-tasks, four-tasks." in res.stderr
     assert not (tmp_path / "m").exists()
+
+
+def test_corpus_loader_reads_a_recipe_by_name():
+    from cltrace.corpus import load_texts
+
+    want = generate_corpus(CorpusConfig.four_tasks(n_docs=50, seed=3))
+    assert load_texts("bundled:four-tasks", 50, 3) == want
+    assert load_texts("bundled:two-tasks", 50, 3) == load_texts("bundled", 50, 3)
+    with pytest.raises(UsageError, match="unknown recipe 'x'"):
+        load_texts("bundled:x", 5, 0)
