@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from cltrace.errors import CltraceError
@@ -22,9 +23,10 @@ def load_texts(
     """Up to ``n_docs`` documents (all of a file or list for ``None``) from ``source``.
 
     ``None``, ``""`` or ``"bundled"``: ``n_docs`` documents of the bundled synthetic corpus drawn
-    with ``seed``. A list of strings: its non-empty ones. An existing text file: one document
-    per non-empty line (:func:`cltrace.files.read_text_lines`); ``unescape_newlines`` turns
-    literal ``\\n`` into newlines, so a one-line document can hold code. ``hf:<name>[:<split>]``
+    with ``seed``; ``"bundled:<recipe>"`` those of another recipe (``four-tasks``). A list of
+    strings: its non-empty ones. An existing text file: one document per non-empty line
+    (:func:`cltrace.files.read_text_lines`); ``unescape_newlines`` turns literal ``\\n`` into
+    newlines, so a one-line document can hold code. ``hf:<name>[:<split>]``
     (or, with ``bare_dataset_names``, any name that is not a file): a Hugging Face dataset's
     ``text`` column, train split by default (needs the optional ``datasets`` package).
     """
@@ -36,6 +38,12 @@ def load_texts(
                 "the bundled corpus is generated: give n_docs, its number of documents."
             )
         return generate_corpus(CorpusConfig(n_docs=n_docs, seed=seed))
+    if isinstance(source, str) and source.startswith(f"{BUNDLED}:"):
+        from cltrace.bundled.corpus import CorpusConfig, generate_corpus
+        from cltrace.bundled.train import TrainConfig
+
+        recipe = TrainConfig.recipe(source.split(":", 1)[1]).corpus  # names the recipe if unknown
+        return generate_corpus(replace(recipe, n_docs=n_docs, seed=seed))
     if not isinstance(source, (str, os.PathLike)):
         texts = [t for t in source if t.strip()]
         if not texts:

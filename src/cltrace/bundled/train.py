@@ -16,10 +16,14 @@ from pathlib import Path
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from cltrace.bundled.corpus import CorpusConfig, generate_documents
+from cltrace.bundled.corpus import RECIPES, CorpusConfig, generate_documents
 from cltrace.bundled.filler import FILLER_KINDS
-from cltrace.bundled.tokenizer import build_tokenizer
-from cltrace.errors import CltraceError
+from cltrace.bundled.recipes import FOUR_TASKS_FILLER
+from cltrace.bundled.tokenizer import DIGIT_PAIR_PATTERN, PIECE_PATTERN, build_tokenizer
+from cltrace.errors import CltraceError, UsageError
+
+PIECE_PATTERNS = {"words": PIECE_PATTERN, "digit-pairs": DIGIT_PAIR_PATTERN}
+"""Tokenizer piece patterns by :attr:`TrainConfig.pieces` name."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,23 @@ class TrainConfig:
     """Rows per long batch."""
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     """The synthetic corpus (its seed is replaced by ``seed``)."""
+    pieces: str = "words"
+    """How the tokenizer cuts text: ``words`` (:data:`~cltrace.bundled.tokenizer.PIECE_PATTERN`)
+    or ``digit-pairs`` (numbers in two-digit pieces, as greater-than needs)."""
+
+    @classmethod
+    def recipe(cls, name: str, seed: int = 0) -> TrainConfig:
+        """The preset of a corpus recipe: ``two-tasks`` (the first bundled model) or
+        ``four-tasks`` (IOI, Doc-String, induction and greater-than)."""
+        if name == "two-tasks":
+            return cls(seed=seed)
+        if name == "four-tasks":
+            return cls(
+                seed=seed, steps=4500, batch_size=64, lr=2e-3, warmup_steps=200, n_layers=6,
+                d_model=128, n_heads=4, long_every=10, corpus=CorpusConfig.four_tasks(),
+                pieces="digit-pairs",
+            )  # fmt: skip
+        raise UsageError(f"unknown recipe {name!r}; use one of {', '.join(RECIPES)}.")
 
 
 def _batches(
@@ -118,15 +139,23 @@ def _weighted_loss(
 
 
 def _answer_weights(kind: str, ids: list[int], param_id: int | None, w: float) -> list[float]:
-    """Per-token loss weights of one ``[bos, ..., eos]`` document."""
+    """Per-token loss weights of one ``[bos, ..., eos]`` document.
+
+    Weighted: the IOI answer, every argument after ``:param``, the greater-than end year, and
+    every word of an induction repeat after its first (each one predictable only by copying).
+    """
     weights = [1.0] * len(ids)
     weights[0] = 0.0  # nothing predicts BOS
-    if kind == "ioi":
-        weights[-3] = w  # "... to IO . <eos>"
+    if kind in ("ioi", "greater_than"):
+        weights[-3] = w  # "... to IO . <eos>", "... 17 YY . <eos>"
     elif kind == "docstring":
         for i in range(1, len(ids)):
             if ids[i - 1] == param_id:
                 weights[i] = w
+    elif kind == "induction":  # bos w1 .. wn w1 .. wk+1 . eos
+        repeat = ids.index(ids[1], 2)
+        for i in range(repeat + 1, len(ids) - 2):
+            weights[i] = w
     return weights
 
 
@@ -151,9 +180,18 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
 
 
 def train_model(
-    out: str | Path, cfg: TrainConfig | None = None, overwrite: bool = False, progress: bool = True
+    out: str | Path,
+    cfg: TrainConfig | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    log_every: int = 0,
+    snapshot_every: int = 0,
 ) -> Path:
     """Train a GPT-2 on the synthetic corpus and save model and tokenizer to ``out``.
+
+    ``log_every``: also print one plain line (step, loss, seconds) every that many steps, for
+    logs where a progress bar does not show. ``snapshot_every``: also save the model so far every
+    that many steps to ``<out>.step<N>`` (to evaluate a long run while it trains).
 
     Writes ``config.json``, ``model.safetensors`` (fp32), the tokenizer files and
     ``train_config.json``. Returns ``out``.
@@ -168,7 +206,11 @@ def train_model(
     torch.manual_seed(cfg.seed)
     corpus_cfg = CorpusConfig(**{**asdict(cfg.corpus), "seed": cfg.seed})
     docs = generate_documents(corpus_cfg)
-    tokenizer = build_tokenizer([text for _, text in docs], max_length=cfg.n_ctx)
+    if cfg.pieces not in PIECE_PATTERNS:
+        raise UsageError(f"unknown pieces {cfg.pieces!r}; use one of {', '.join(PIECE_PATTERNS)}.")
+    tokenizer = build_tokenizer(
+        [text for _, text in docs], max_length=cfg.n_ctx, pattern=PIECE_PATTERNS[cfg.pieces]
+    )
     bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
     param_id = tokenizer.get_vocab().get("param")
     encoded = tokenizer([text for _, text in docs], add_special_tokens=False)["input_ids"]
@@ -200,7 +242,8 @@ def train_model(
         betas=(0.9, 0.95),
         weight_decay=0.0,
     )
-    filler = [ids for (kind, _), ids in zip(docs, full, strict=True) if kind in FILLER_KINDS]
+    filler_kinds = FILLER_KINDS.keys() | FOUR_TASKS_FILLER.keys()
+    filler = [ids for (kind, _), ids in zip(docs, full, strict=True) if kind in filler_kinds]
     gen = torch.Generator().manual_seed(cfg.seed)
     long_gen = torch.Generator().manual_seed(cfg.seed + 1)
     epoch: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -233,6 +276,13 @@ def train_model(
             opt.step()
             ema = doc_loss if ema is None else 0.95 * ema + 0.05 * doc_loss
             bar.update(task, advance=1, loss=ema)
+            if snapshot_every and (step + 1) % snapshot_every == 0 and step + 1 < cfg.steps:
+                snap = out.with_name(f"{out.name}.step{step + 1}")
+                model.save_pretrained(snap, safe_serialization=True)
+                tokenizer.save_pretrained(snap)
+            if log_every and (step + 1) % log_every == 0:
+                elapsed = time.time() - start
+                print(f"step {step + 1}/{cfg.steps} loss {ema:.4f} {elapsed:.0f}s", flush=True)
 
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
