@@ -30,20 +30,22 @@ def load_texts(
     (or, with ``bare_dataset_names``, any name that is not a file): a Hugging Face dataset's
     ``text`` column, train split by default (needs the optional ``datasets`` package).
     """
-    if source is None or (isinstance(source, str) and source in ("", BUNDLED)):
-        from cltrace.bundled.corpus import CorpusConfig, generate_corpus
-
+    generated = source is None or (isinstance(source, str) and source in ("", BUNDLED))
+    if generated or (isinstance(source, str) and source.startswith(f"{BUNDLED}:")):
         if n_docs is None:
             raise CltraceError(
                 "the bundled corpus is generated: give n_docs, its number of documents."
             )
-        return generate_corpus(CorpusConfig(n_docs=n_docs, seed=seed))
-    if isinstance(source, str) and source.startswith(f"{BUNDLED}:"):
         from cltrace.bundled.corpus import CorpusConfig, generate_corpus
+
+        if generated:
+            return generate_corpus(CorpusConfig(n_docs=n_docs, seed=seed))
         from cltrace.bundled.train import TrainConfig
 
-        recipe = TrainConfig.recipe(source.split(":", 1)[1]).corpus  # names the recipe if unknown
+        name = str(source).split(":", 1)[1]
+        recipe = TrainConfig.recipe(name).corpus  # names the recipe if unknown
         return generate_corpus(replace(recipe, n_docs=n_docs, seed=seed))
+    assert source is not None  # the generated corpus returned above
     if not isinstance(source, (str, os.PathLike)):
         texts = [t for t in source if t.strip()]
         if not texts:
