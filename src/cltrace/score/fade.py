@@ -55,16 +55,22 @@ def faithfulness_from_shares(shares: Mapping[float, float]) -> Score:
 
 def clarity(
     adapter, transcoder, rater: Rater, feature: Feature, description: str,
-    natural: Float[np.ndarray, " n"], cfg: ScoreConfig,
+    natural: Float[np.ndarray, " n"], cfg: ScoreConfig, pre=None,
 ) -> tuple[Score, dict, list[str]]:  # fmt: skip
-    """Clarity, with ``{"n_synthetic": ...}`` and the rater's failures."""
-    gen = rater.generate(description, cfg.n_generate)
+    """Clarity, with ``{"n_synthetic": ...}`` and the rater's failures; ``pre`` (a
+    :class:`~cltrace.score.batched.Prefetched`) supplies texts and scores computed in a batch."""
+    have = pre is not None and pre.generated is not None
+    gen = pre.generated if have else rater.generate(description, cfg.n_generate)
     info = {"n_synthetic": len(gen.texts)}
     if not gen.texts:
         why = f" ({gen.failures[0]})" if gen.failures else ""
         return Score(NAN, f"the rater produced no synthetic texts{why}"), info, gen.failures
-    syn = sequence_scores(adapter, transcoder, gen.texts, [feature], cfg.reduce,
-                          max_tokens=cfg.max_tokens, batch_size=cfg.batch_size)[0]  # fmt: skip
+    syn = (
+        pre.synthetic
+        if have
+        else sequence_scores(adapter, transcoder, gen.texts, [feature], cfg.reduce,
+                             max_tokens=cfg.max_tokens, batch_size=cfg.batch_size)[0]
+    )  # fmt: skip
     info["synthetic_mean"] = float(syn.mean())
     return gini(natural, syn), info, gen.failures
 
