@@ -288,16 +288,29 @@ def _progress(console):
 
 
 def _print_summary(console, summary: dict) -> None:
+    """The stage III table; with a random sample scored too, kept and random side by side
+    (PIE's headline: do the pruned features get better descriptions than random ones?)."""
     from rich.table import Table
 
-    table = Table(title=f"Stage III ({summary['rater']} rater, {summary['n_features']} features)")
-    for col in ("metric", "mean ± std", "95% CI", "defined"):
-        table.add_column(col, justify="left" if col == "metric" else "right")
-    for m, s in summary["metrics"].items():
-        if s["n"] == 0:
-            table.add_row(m, "–", "–", f"0/{s['n'] + s['n_undefined']}")
-            continue
-        table.add_row(m, f"{s['mean']:.3f} ± {s['std']:.3f}",
-                      f"[{s['low']:.3f}, {s['high']:.3f}]",
-                      f"{s['n']}/{s['n'] + s['n_undefined']}")  # fmt: skip
+    rand = summary.get("random")
+    title = f"Stage III ({summary['rater']} rater): {summary['n_features']} kept features"
+    if rand:
+        title += f" vs {rand['n_features']} random active features"
+    table = Table(title=title)
+    table.add_column("metric", no_wrap=True)
+    sets = [("kept", summary["metrics"])] + ([("random", rand["metrics"])] if rand else [])
+    for name, _ in sets:
+        for col in ("mean ± std", "95% CI", "defined"):
+            table.add_column(f"{name} {col}" if rand else col, justify="right", no_wrap=True)
+    for m in summary["metrics"]:
+        cells = []
+        for _, metrics in sets:
+            s = metrics[m]
+            total = f"{s['n']}/{s['n'] + s['n_undefined']}"
+            if s["n"] == 0:
+                cells += ["–", "–", total]
+            else:
+                cells += [f"{s['mean']:.3f} ± {s['std']:.3f}",
+                          f"[{s['low']:.3f}, {s['high']:.3f}]", total]  # fmt: skip
+        table.add_row(m, *cells)
     console.print(table)
