@@ -16,6 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import torch
 from jaxtyping import Float
 
 from cltrace.score.activations import Feature, sequence_scores
@@ -24,6 +25,9 @@ from cltrace.score.metrics import NAN, Score, gini, separation
 from cltrace.score.raters.base import Rater
 from cltrace.score.sampling import bin_sample, top_and_random
 from cltrace.score.steer import clamp_hooks, generate
+
+FAITH_BATCH = 64
+"""Steered generations per batch (all clamp values of a feature share batches)."""
 
 
 def responsiveness_and_purity(
@@ -117,10 +121,16 @@ def faithfulness(
     shares: dict[float, float] = {}
     failures: list[str] = []
     layer, f = feature
-    for alpha in sorted(set(cfg.alphas) | {0.0}):
-        hooks = clamp_hooks(transcoder, layer, f, alpha * peak)
-        conts = generate(adapter, prompts, cfg.n_new_tokens, hooks, cfg.max_prompt_tokens,
-                         cfg.batch_size)  # fmt: skip
+    alphas = sorted(set(cfg.alphas) | {0.0})
+    # every alpha's generations in shared batches: each row carries its own clamp value
+    values = torch.tensor([a * peak for a in alphas for _ in prompts], dtype=torch.float64)
+    all_conts = generate(
+        adapter, [p for _ in alphas for p in prompts], cfg.n_new_tokens, None,
+        cfg.max_prompt_tokens, max(cfg.batch_size, FAITH_BATCH),
+        hooks_for=lambda rows: clamp_hooks(transcoder, layer, f, values[rows]),
+    )  # fmt: skip
+    for i, alpha in enumerate(alphas):
+        conts = all_conts[i * len(prompts) : (i + 1) * len(prompts)]
         j = rater.rate(description, conts)
         failures += j.failures
         rated = [v for v in j.values if v is not None]
