@@ -34,6 +34,15 @@ def _clock(seconds: float) -> str:
     return f"{m}:{s:02d}" if m else f"{s} s"
 
 
+def print_wide(console, table) -> None:
+    """Print a table at its natural width, even past the console's: rich would otherwise cut
+    cells ("0.0…"), and a terminal that wraps a long line never breaks a number in two."""
+    from rich.measure import Measurement
+
+    need = Measurement.get(console, console.options.update_width(1000), table).maximum
+    console.print(table, width=max(console.width, need), crop=False)
+
+
 def num(v: float) -> str:
     """A table number: 3 decimals, or scientific notation below 0.01 (KLs of 1e-4 matter)."""
     if v is None or not math.isfinite(v):
@@ -175,9 +184,7 @@ def pie(
         f"stage I is complete in {run_dir}; rerun the same command to redo the later stages"
     )
     table = Table(title=f"PIE stage I: mean last-token KL (95% CI), {results['n_prompts']} prompts")
-    table.add_column("method", no_wrap=True, min_width=max(len(m) for m in chosen))
-    for k in ks:
-        table.add_column(f"K={k}", justify="right", no_wrap=True)
+    rows = []
     for method in chosen:
         row = []
         for k in ks:
@@ -188,8 +195,14 @@ def pie(
             kl = e["kl"]
             # the CI on its own line, so that a narrow terminal never breaks a number
             row.append(f"{num(kl['mean'])}\n[{num(kl['low'])}, {num(kl['high'])}]")
+        rows.append(row)
+    table.add_column("method", no_wrap=True, min_width=max(len(m) for m in chosen))
+    for j, k in enumerate(ks):
+        widest = max(len(line) for row in rows for line in row[j].split("\n"))
+        table.add_column(f"K={k}", justify="right", no_wrap=True, min_width=widest)
+    for method, row in zip(chosen, rows, strict=True):
         table.add_row(method, *row)
-    console.print(table)
+    print_wide(console, table)
     req = results.get("random_equivalence") or {}
     if req and math.isfinite(req.get("random_equivalent_budget", math.inf)):
         console.print(

@@ -313,4 +313,8 @@ def _print_summary(console, summary: dict) -> None:
                 cells += [f"{s['mean']:.3f} ± {s['std']:.3f}",
                           f"[{s['low']:.3f}, {s['high']:.3f}]", total]  # fmt: skip
         table.add_row(m, *cells)
-    console.print(table)
+    from rich.measure import Measurement
+
+    # at its natural width: rich would otherwise cut cells, mid-number
+    need = Measurement.get(console, console.options.update_width(1000), table).maximum
+    console.print(table, width=max(console.width, need), crop=False)
