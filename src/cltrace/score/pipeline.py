@@ -297,13 +297,12 @@ def _print_summary(console, summary: dict) -> None:
     if rand:
         title += f" vs {rand['n_features']} random active features"
     table = Table(title=title)
-    table.add_column("metric", no_wrap=True)
     sets = [("kept", summary["metrics"])] + ([("random", rand["metrics"])] if rand else [])
-    for name, _ in sets:
-        for col in ("mean ± std", "95% CI", "defined"):
-            table.add_column(f"{name} {col}" if rand else col, justify="right", no_wrap=True)
+    heads = ["metric"] + [f"{name} {col}" if rand else col for name, _ in sets
+                          for col in ("mean ± std", "95% CI", "defined")]  # fmt: skip
+    rows = []
     for m in summary["metrics"]:
-        cells = []
+        cells = [m]
         for _, metrics in sets:
             s = metrics[m]
             total = f"{s['n']}/{s['n'] + s['n_undefined']}"
@@ -312,7 +311,13 @@ def _print_summary(console, summary: dict) -> None:
             else:
                 cells += [f"{s['mean']:.3f} ± {s['std']:.3f}",
                           f"[{s['low']:.3f}, {s['high']:.3f}]", total]  # fmt: skip
-        table.add_row(m, *cells)
+        rows.append(cells)
+    for j, head in enumerate(heads):
+        widest = max([len(head)] + [len(r[j]) for r in rows])
+        table.add_column(head, justify="left" if j == 0 else "right", no_wrap=True,
+                         min_width=widest)  # fmt: skip
+    for cells in rows:
+        table.add_row(*cells)
     from rich.measure import Measurement
 
     # at its natural width: rich would otherwise cut cells, mid-number
