@@ -32,7 +32,7 @@ def diff(a, b, path="", out=None, tol=0.0):
     elif isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
             out.append(f"{path}: length {len(a)} vs {len(b)}")
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=False)):
             diff(x, y, f"{path}[{i}]", out, tol)
     elif isinstance(a, float) and isinstance(b, (int, float)):
         if not (a == b or (math.isnan(a) and math.isnan(b)) or abs(a - b) <= tol * max(1, abs(a))):
@@ -51,10 +51,12 @@ for name in ["results.json", "kept_features.json", "descriptions.json", "descrip
     if not p.exists():
         continue
     if not q.exists():
-        print(f"{name}: missing in new"); bad += 1; continue
+        print(f"{name}: missing in new")
+        bad += 1
+        continue
     if name.endswith(".jsonl"):
-        a = sorted((json.loads(l) for l in p.open()), key=lambda r: r["index"])
-        b = sorted((json.loads(l) for l in q.open()), key=lambda r: r["index"])
+        a = sorted((json.loads(line) for line in p.open()), key=lambda r: r["index"])
+        b = sorted((json.loads(line) for line in q.open()), key=lambda r: r["index"])
     else:
         a, b = json.loads(p.read_text()), json.loads(q.read_text())
     d = diff(strip(a), strip(b), tol=tol)
