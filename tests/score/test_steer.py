@@ -80,3 +80,17 @@ def test_faithfulness_is_skipped_below_the_gates(setup):
     assert fs.values["faithfulness"] is None
     assert "skipped" in fs.reasons["faithfulness"]
     assert math.isnan(fs.values["responsiveness"]) and "rating 2" in fs.reasons["responsiveness"]
+
+
+def test_per_row_clamp_values_generate_what_one_value_per_call_does(setup):
+    adapter, tc = setup
+    layer, f = 1, 4
+    prompts = [TEXTS[0], TEXTS[1], TEXTS[3]]
+    values = [-5.0, 0.0, 5.0]
+    each = [generate(adapter, prompts, 6, clamp_hooks(tc, layer, f, v), batch_size=2)
+            for v in values]  # fmt: skip
+    rows = torch.tensor([v for v in values for _ in prompts])
+    together = generate(adapter, [p for _ in values for p in prompts], 6, None, batch_size=4,
+                        hooks_for=lambda idx: clamp_hooks(tc, layer, f, rows[idx]))  # fmt: skip
+    assert together == [c for conts in each for c in conts]
+    assert each[0] != each[2]  # the clamp matters, so the comparison checks something

@@ -3,10 +3,60 @@
 from __future__ import annotations
 
 import math
+import time
 
 import typer
 
 from cltrace.cli._apps import app
+
+STAGES = ("prune", "interpret", "evaluate")
+SECONDS_PER_PROMPT = {"fap": 0.05, "fap_synergy": 0.5, "fap_signal": 0.05, "act_mag": 0.02,
+                      "relp": 0.05, "factp": 1.8, "acdc": 2.2, "graph_influence": 0.15,
+                      "random": 0.1}  # fmt: skip
+"""Rough stage-I seconds per IOI prompt and method with the bundled model on one idle core
+(benchmarks/bench_pie.py measures them); only for the estimate printed at the start."""
+
+
+def estimate_seconds(n_prompts: int, methods, stages) -> float:
+    """A rough duration of the run on 2 CPU cores (bundled model), for the start message."""
+    total = 0.0
+    if "prune" in stages:
+        total += n_prompts * sum(SECONDS_PER_PROMPT.get(m, 0.5) for m in methods) + 5
+    if "interpret" in stages:
+        total += 20
+    if "evaluate" in stages:
+        total += 40 + 0.5 * n_prompts
+    return total
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}:{s:02d}" if m else f"{s} s"
+
+
+def print_wide(console, table) -> None:
+    """Print a table at its natural width, even past the console's: rich would otherwise cut
+    cells ("0.0…"), and a terminal that wraps a long line never breaks a number in two."""
+    from rich.measure import Measurement
+
+    need = Measurement.get(console, console.options.update_width(1000), table).maximum
+    console.print(table, width=max(console.width, need), crop=False)
+
+
+def num(v: float) -> str:
+    """A table number: 3 decimals, or scientific notation below 0.01 (KLs of 1e-4 matter)."""
+    if v is None or not math.isfinite(v):
+        return "–" if v is None or math.isnan(v) else ("∞" if v > 0 else "-∞")
+    return f"{v:.1e}" if v != 0 and abs(v) < 0.01 else f"{v:.3f}"
+
+
+def _count_pairs(path: str) -> int:
+    from cltrace.tasks import read_pairs
+
+    try:
+        return len(read_pairs(path).pairs)
+    except Exception:  # a bad file is reported, in one sentence, by the run itself
+        return 0
 
 
 def _ints(text: str, what: str) -> tuple[int, ...]:
@@ -99,11 +149,24 @@ def pie(
         )
     validate(cfg)
     console = Console(stderr=False)
+    n_prompts = n if data is None else _count_pairs(data)
     console.print(f"run directory: {run_dir}  (rerun the same command to resume)")
+    console.print(
+        f"{n_prompts} prompts, {len(chosen)} methods ({', '.join(chosen)}), budgets "
+        f"{','.join(map(str, ks))}; stages: {', '.join(s for s in STAGES if s in wanted)}; "
+        f"estimated {_clock(estimate_seconds(n_prompts, chosen, wanted))} on 2 CPU cores"
+    )
     resume = f"rerun the same command to resume {run_dir}"
     state.interrupt_note = f"nothing was written yet; {resume}"
 
+    started = time.perf_counter()
+    first = []
+
     def progress(i: int, total: int) -> None:
+        if not first:
+            first.append(i)
+            if i:  # the first call of a resumed run reports the prompts already on disk
+                console.print(f"resuming: {i}/{total} prompts done")
         bar.update(job, completed=i, total=total)
         state.interrupt_note = (
             f"{run_dir}/records.jsonl keeps the {i} of {total} prompts finished; {resume}"
@@ -112,13 +175,16 @@ def pie(
     with Progress(console=console, transient=True) as bar:
         job = bar.add_task("stage I: scoring prompts", total=None)
         results = run_pie(cfg, run_dir, progress=progress)
+    done_before = first[0] if first else 0
+    console.print(
+        f"stage I (prune): {results['n_prompts']} prompts ({results['n_prompts'] - done_before} "
+        f"computed now) in {_clock(time.perf_counter() - started)}"
+    )
     state.interrupt_note = (
         f"stage I is complete in {run_dir}; rerun the same command to redo the later stages"
     )
     table = Table(title=f"PIE stage I: mean last-token KL (95% CI), {results['n_prompts']} prompts")
-    table.add_column("method")
-    for k in ks:
-        table.add_column(f"K={k}", justify="right")
+    rows = []
     for method in chosen:
         row = []
         for k in ks:
@@ -127,9 +193,16 @@ def pie(
                 row.append("–")
                 continue
             kl = e["kl"]
-            row.append(f"{kl['mean']:.3f} [{kl['low']:.3f}, {kl['high']:.3f}]")
+            # the CI on its own line, so that a narrow terminal never breaks a number
+            row.append(f"{num(kl['mean'])}\n[{num(kl['low'])}, {num(kl['high'])}]")
+        rows.append(row)
+    table.add_column("method", no_wrap=True, min_width=max(len(m) for m in chosen))
+    for j, k in enumerate(ks):
+        widest = max(len(line) for row in rows for line in row[j].split("\n"))
+        table.add_column(f"K={k}", justify="right", no_wrap=True, min_width=widest)
+    for method, row in zip(chosen, rows, strict=True):
         table.add_row(method, *row)
-    console.print(table)
+    print_wide(console, table)
     req = results.get("random_equivalence") or {}
     if req and math.isfinite(req.get("random_equivalent_budget", math.inf)):
         console.print(

@@ -75,12 +75,21 @@ def _effective(table, budgets: list[int], cfg) -> dict:
             if k != k0 or method == baseline:
                 continue
             point, lo, hi = effective_budget(budgets, base, metrics["kl"], n_boot=cfg.n_boot)
+            # outside the budgets tried the interpolation only knows a bound: "above" when
+            # the method beats the baseline's largest budget, "below" when it is no better
+            # than the baseline's smallest (then K' <= k0, no saving)
+            curve = base.mean(0)[np.argsort(budgets)]
+            target = float(np.mean(metrics["kl"]))
+            censored = ("above" if math.isinf(point) else
+                        "below" if target >= curve[0] else None)  # fmt: skip
             res.setdefault(method, {})[baseline] = {
                 "budget": k0,
                 "effective_budget": point,
                 "low": lo,
                 "high": hi,
                 "saving": 1 - k0 / point if point not in (0, math.inf) else math.nan,
+                "censored": censored,
+                "budget_range": [k0, max(budgets)],
             }
     return res
 

@@ -239,7 +239,7 @@ def run_pie(
         done = read_records(out, len(pairs))
         rec_path = out / "records.jsonl"
         todo = [i for i in range(len(pairs)) if i not in done]
-        if progress and done:
+        if progress:  # the first call says how many prompts a resumed run already has
             progress(len(done), len(pairs))
         for count, i in enumerate(todo):
             if stop_after is not None and count >= stop_after:

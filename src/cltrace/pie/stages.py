@@ -13,13 +13,24 @@ from cltrace.files import read_json
 
 
 def run_later_stages(run_dir: Path, stages: set[str], console) -> None:
+    import time
+
     from cltrace.interpret.pipeline import interpret_run
     from cltrace.score import evaluate_run
 
+    def done(name: str, t0: float) -> None:
+        if console is not None:
+            m, s = divmod(int(round(time.perf_counter() - t0)), 60)
+            console.print(f"{name} in {m}:{s:02d}" if m else f"{name} in {s} s")
+
     if "interpret" in stages:
+        t0 = time.perf_counter()
         interpret_run(run_dir, console=console)
+        done("stage II (interpret)", t0)
     if "evaluate" in stages:
+        t0 = time.perf_counter()
         evaluate_run(run_dir, console=console)
+        done("stage III (evaluate)", t0)
 
 
 def read_kept_features(run_dir: Path, max_features: int | None = None) -> list[tuple[int, int]]:

@@ -10,6 +10,29 @@ PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e
            "#17becf", "#7f7f7f", "#bcbd22")  # fmt: skip
 
 
+DASHES = ("none", "6 3", "2 2", "8 3 2 3", "4 4", "1 3", "10 2", "6 2 2 2 2 2")
+"""SVG dash patterns, one per series (so lines differ without colour)."""
+
+
+def _marker(i: int, x: float, y: float, color: str) -> str:
+    """The i-th series' marker: circle, square, triangle, diamond, cross, in turn."""
+    kind, r = i % 5, 3.5
+    if kind == 0:
+        return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r}" fill="{color}"/>'
+    if kind == 1:
+        return (f'<rect x="{x - r:.1f}" y="{y - r:.1f}" width="{2 * r}" height="{2 * r}" '
+                f'fill="{color}"/>')  # fmt: skip
+    if kind == 2:
+        pts = f"{x:.1f},{y - r - 1:.1f} {x - r:.1f},{y + r:.1f} {x + r:.1f},{y + r:.1f}"
+        return f'<polygon points="{pts}" fill="{color}"/>'
+    if kind == 3:
+        pts = f"{x:.1f},{y - r - 1:.1f} {x + r + 1:.1f},{y:.1f} {x:.1f},{y + r + 1:.1f} " \
+              f"{x - r - 1:.1f},{y:.1f}"  # fmt: skip
+        return f'<polygon points="{pts}" fill="none" stroke="{color}" stroke-width="1.5"/>'
+    d = f"M{x - r:.1f},{y - r:.1f}L{x + r:.1f},{y + r:.1f}M{x - r:.1f},{y + r:.1f}L{x + r:.1f},"
+    return f'<path d="{d}{y - r:.1f}" stroke="{color}" stroke-width="2"/>'
+
+
 @dataclass
 class Series:
     """One line: x values, means and the CI band around them."""
@@ -33,17 +56,22 @@ def line_chart(
     log_x: bool = True,
     width: int = 640,
     height: int = 380,
+    log_y: bool = False,
 ) -> str:
-    """An SVG chart; x on a log scale by default (budgets double)."""
+    """An SVG chart; x on a log scale by default (budgets double). ``log_y`` puts y on a log
+    scale (values at or below 0 are left out), so curves that differ at 1e-3 stay apart.
+    Each series has its own colour, dash pattern and marker shape (readable in grey)."""
+    ok_y = (lambda v: _finite(v) and v > 0) if log_y else _finite
     pts = [(x, v) for s in series for x, y, lo, hi in zip(s.x, s.y, s.low, s.high, strict=True)
-           for v in (y, lo, hi) if _finite(v) and x > 0]  # fmt: skip
+           for v in (y, lo, hi) if ok_y(v) and x > 0]  # fmt: skip
     if not pts:
         return f"<p>{escape(title)}: no data</p>"
     fx = (lambda x: math.log10(x)) if log_x else (lambda x: x)
+    gy = (lambda y: math.log10(y)) if log_y else (lambda y: y)
     xs = [fx(p[0]) for p in pts]
-    ys = [p[1] for p in pts]
+    ys = [gy(p[1]) for p in pts]
     x0, x1 = min(xs), max(xs)
-    y0, y1 = min(0.0, min(ys)), max(ys)
+    y0, y1 = (math.floor(min(ys)), math.ceil(max(ys))) if log_y else (min(0.0, min(ys)), max(ys))
     if x1 == x0:
         x1 = x0 + 1
     if y1 == y0:
@@ -55,7 +83,7 @@ def line_chart(
         return ml + (fx(x) - x0) / (x1 - x0) * pw
 
     def py(y: float) -> float:
-        return mt + (1 - (y - y0) / (y1 - y0)) * ph
+        return mt + (1 - (gy(y) - y0) / (y1 - y0)) * ph
 
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -63,8 +91,9 @@ def line_chart(
         f'<text x="{ml}" y="18" font-size="13" font-weight="bold">{escape(title)}</text>',
         f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>',
     ]
-    for i in range(5):  # y ticks
-        yv = y0 + (y1 - y0) * i / 4
+    ticks = ([10.0**e for e in range(int(y0), int(y1) + 1)] if log_y
+             else [y0 + (y1 - y0) * i / 4 for i in range(5)])  # fmt: skip
+    for yv in ticks:
         parts.append(f'<text x="{ml - 6}" y="{py(yv) + 4:.1f}" text-anchor="end">{yv:.3g}</text>')
         parts.append(
             f'<line x1="{ml}" x2="{ml + pw}" y1="{py(yv):.1f}" y2="{py(yv):.1f}" stroke="#eee"/>'
@@ -84,21 +113,24 @@ def line_chart(
     for i, s in enumerate(series):
         color = PALETTE[i % len(PALETTE)]
         ok = [(x, y, lo, hi) for x, y, lo, hi in zip(s.x, s.y, s.low, s.high, strict=True)
-              if x > 0 and _finite(y) and _finite(lo) and _finite(hi)]  # fmt: skip
+              if x > 0 and ok_y(y) and ok_y(lo) and ok_y(hi)]  # fmt: skip
         if not ok:
             continue
         band = [f"{px(x):.1f},{py(hi):.1f}" for x, _, _, hi in ok]
         band += [f"{px(x):.1f},{py(lo):.1f}" for x, _, lo, _ in reversed(ok)]
         parts.append(f'<polygon points="{" ".join(band)}" fill="{color}" opacity="0.15"/>')
         line = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y, _, _ in ok)
-        parts.append(f'<polyline points="{line}" fill="none" stroke="{color}" stroke-width="2"/>')
+        dash = DASHES[i % len(DASHES)]
+        parts.append(f'<polyline points="{line}" fill="none" stroke="{color}" stroke-width="2" '
+                     f'stroke-dasharray="{dash}"/>')  # fmt: skip
         for x, y, _, _ in ok:
-            parts.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="{color}"/>')
+            parts.append(_marker(i, px(x), py(y), color))
         ly = mt + 12 + 16 * i
         parts.append(
             f'<line x1="{ml + pw + 10}" x2="{ml + pw + 28}" y1="{ly - 4}" y2="{ly - 4}" '
-            f'stroke="{color}" stroke-width="2"/>'
+            f'stroke="{color}" stroke-width="2" stroke-dasharray="{dash}"/>'
         )
+        parts.append(_marker(i, ml + pw + 19, ly - 4, color))
         parts.append(f'<text x="{ml + pw + 32}" y="{ly}">{escape(s.name)}</text>')
     parts.append("</svg>")
     return "\n".join(parts)

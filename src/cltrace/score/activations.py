@@ -29,6 +29,10 @@ Feature = tuple[int, int]
 """A transcoder feature ``(layer, index)``."""
 
 REDUCTIONS = ("fade", "max")
+DECIMALS = 4
+"""Sequence scores are rounded to this many decimals: the same text scored in two batches of
+different shapes differs in the last float bits, and the rank statistics (clarity, ...) must
+see such values as the tie they are, whichever batch computed them."""
 
 
 @dataclass
@@ -131,9 +135,9 @@ def pool(acts: Float[np.ndarray, "n_features pos"], reduce: str) -> Float[np.nda
     if acts.shape[1] == 0:
         return np.zeros(acts.shape[0])
     if reduce == "max":
-        return acts.max(axis=1)
+        return np.round(acts.max(axis=1).astype(np.float64), DECIMALS)
     at = np.abs(acts).argmax(axis=1)
-    return acts[np.arange(acts.shape[0]), at]
+    return np.round(acts[np.arange(acts.shape[0]), at].astype(np.float64), DECIMALS)
 
 
 def sequence_scores(

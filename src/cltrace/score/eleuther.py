@@ -71,13 +71,17 @@ def render_marked(pieces: Sequence[str], marked: set[int]) -> str:
 def fuzzing(
     adapter, transcoder, rater: Rater, feature: Feature, description: str,
     texts: Sequence[str], natural: Float[np.ndarray, " n"], cfg: ScoreConfig,
+    activating: Sequence | None = None,
 ) -> tuple[Score, list[str]]:  # fmt: skip
+    """``activating``: the per-token activations on the activating texts, when computed in a
+    batch with other features' (see :mod:`cltrace.score.batched`)."""
     act, _ = detection_sample(natural, cfg.n_detect, cfg.seed)
     if act.size == 0:
         return Score(NAN, "the feature never fires on the natural texts"), []
     rng = np.random.default_rng(cfg.seed + 1)
-    per = token_activations(adapter, transcoder, [texts[i] for i in act], [feature],
-                            max_tokens=cfg.max_tokens, batch_size=cfg.batch_size)  # fmt: skip
+    per = activating if activating is not None else token_activations(
+        adapter, transcoder, [texts[i] for i in act], [feature], max_tokens=cfg.max_tokens,
+        batch_size=cfg.batch_size)  # fmt: skip
     right, wrong = [], []
     for t in per:
         a = np.abs(t.acts[0])

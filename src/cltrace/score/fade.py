@@ -16,6 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import torch
 from jaxtyping import Float
 
 from cltrace.score.activations import Feature, sequence_scores
@@ -24,6 +25,9 @@ from cltrace.score.metrics import NAN, Score, gini, separation
 from cltrace.score.raters.base import Rater
 from cltrace.score.sampling import bin_sample, top_and_random
 from cltrace.score.steer import clamp_hooks, generate
+
+FAITH_BATCH = 64
+"""Steered generations per batch (all clamp values of a feature share batches)."""
 
 
 def responsiveness_and_purity(
@@ -55,16 +59,22 @@ def faithfulness_from_shares(shares: Mapping[float, float]) -> Score:
 
 def clarity(
     adapter, transcoder, rater: Rater, feature: Feature, description: str,
-    natural: Float[np.ndarray, " n"], cfg: ScoreConfig,
+    natural: Float[np.ndarray, " n"], cfg: ScoreConfig, pre=None,
 ) -> tuple[Score, dict, list[str]]:  # fmt: skip
-    """Clarity, with ``{"n_synthetic": ...}`` and the rater's failures."""
-    gen = rater.generate(description, cfg.n_generate)
+    """Clarity, with ``{"n_synthetic": ...}`` and the rater's failures; ``pre`` (a
+    :class:`~cltrace.score.batched.Prefetched`) supplies texts and scores computed in a batch."""
+    have = pre is not None and pre.generated is not None
+    gen = pre.generated if have else rater.generate(description, cfg.n_generate)
     info = {"n_synthetic": len(gen.texts)}
     if not gen.texts:
         why = f" ({gen.failures[0]})" if gen.failures else ""
         return Score(NAN, f"the rater produced no synthetic texts{why}"), info, gen.failures
-    syn = sequence_scores(adapter, transcoder, gen.texts, [feature], cfg.reduce,
-                          max_tokens=cfg.max_tokens, batch_size=cfg.batch_size)[0]  # fmt: skip
+    syn = (
+        pre.synthetic
+        if have
+        else sequence_scores(adapter, transcoder, gen.texts, [feature], cfg.reduce,
+                             max_tokens=cfg.max_tokens, batch_size=cfg.batch_size)[0]
+    )  # fmt: skip
     info["synthetic_mean"] = float(syn.mean())
     return gini(natural, syn), info, gen.failures
 
@@ -111,10 +121,16 @@ def faithfulness(
     shares: dict[float, float] = {}
     failures: list[str] = []
     layer, f = feature
-    for alpha in sorted(set(cfg.alphas) | {0.0}):
-        hooks = clamp_hooks(transcoder, layer, f, alpha * peak)
-        conts = generate(adapter, prompts, cfg.n_new_tokens, hooks, cfg.max_prompt_tokens,
-                         cfg.batch_size)  # fmt: skip
+    alphas = sorted(set(cfg.alphas) | {0.0})
+    # every alpha's generations in shared batches: each row carries its own clamp value
+    values = torch.tensor([a * peak for a in alphas for _ in prompts], dtype=torch.float64)
+    all_conts = generate(
+        adapter, [p for _ in alphas for p in prompts], cfg.n_new_tokens, None,
+        cfg.max_prompt_tokens, max(cfg.batch_size, FAITH_BATCH),
+        hooks_for=lambda rows: clamp_hooks(transcoder, layer, f, values[rows]),
+    )  # fmt: skip
+    for i, alpha in enumerate(alphas):
+        conts = all_conts[i * len(prompts) : (i + 1) * len(prompts)]
         j = rater.rate(description, conts)
         failures += j.failures
         rated = [v for v in j.values if v is not None]

@@ -76,11 +76,14 @@ def score_feature(
     texts: Sequence[str],
     natural: Float[np.ndarray, " n"],
     cfg: ScoreConfig,
+    pre=None,
 ) -> FeatureScores:
     """Clarity, responsiveness, purity, faithfulness, detection and fuzzing of one feature.
 
     ``natural`` holds the feature's sequence score on each of ``texts`` (computed once for all
-    features by the caller).
+    features by the caller); ``pre`` (:class:`~cltrace.score.batched.Prefetched`) holds this
+    feature's synthetic texts and activations when the caller computed them for many features
+    in shared passes.
     """
     if not description.strip():
         return unscored(rater_key, "no description", description)
@@ -89,7 +92,7 @@ def score_feature(
     failures: list[str] = []
 
     scores["clarity"], clar_info, fails = fade.clarity(
-        adapter, transcoder, rater, feature, description, natural, cfg
+        adapter, transcoder, rater, feature, description, natural, cfg, pre
     )
     info.update(clar_info)
     failures += fails
@@ -123,7 +126,8 @@ def score_feature(
     scores["detection"], fails = eleuther.detection(rater, description, texts, natural, cfg)
     failures += fails
     scores["fuzzing"], fails = eleuther.fuzzing(
-        adapter, transcoder, rater, feature, description, texts, natural, cfg
+        adapter, transcoder, rater, feature, description, texts, natural, cfg,
+        pre.activating if pre is not None else None,
     )
     failures += fails
 

@@ -23,6 +23,7 @@ from cltrace.files import RunLock, atomic_write_json, read_json, require_run_dir
 from cltrace.pie.stages import read_descriptions, read_kept_features, read_run_config
 from cltrace.retention.stats import bootstrap_ci
 from cltrace.score.activations import sequence_scores
+from cltrace.score.batched import Prefetched, prefetch
 from cltrace.score.config import ScoreConfig
 from cltrace.score.feature import METRICS, score_feature, unscored
 from cltrace.score.raters import make_rater
@@ -31,6 +32,8 @@ HELD_OUT_SEED = 7919
 """Seed of the default natural corpus; the bundled model was trained on seed 0."""
 N_NATURAL = 2000
 """Documents in the default natural corpus (and in the lexical rater's generation pool)."""
+PREFETCH_CHUNK = 64
+"""Features whose synthetic and activating texts share batched model passes."""
 
 
 def load_texts(corpus: str | os.PathLike | Sequence[str] | None, n: int, seed: int) -> list[str]:
@@ -232,19 +235,34 @@ def _score_set(
         if described else np.zeros((0, len(texts)))
     )  # fmt: skip
     row = {k: i for i, (_, k) in enumerate(described)}
+    # features are prepared PREFETCH_CHUNK at a time: their model passes are shared, and
+    # progress is still saved every few seconds
+    pre: dict[str, Prefetched | None] = {}
     with _progress(console) as bar:
         job = (
             bar.add_task(f"stage III: scoring {label} descriptions", total=len(todo))
             if bar
             else None
         )
-        for feat, k in todo:
+        for n_done, (feat, k) in enumerate(todo):
+            if k in row and k not in pre:
+                chunk = [(f, key) for f, key in todo[n_done:] if key in row][:PREFETCH_CHUNK]
+                try:
+                    pre = dict(zip([key for _, key in chunk], prefetch(
+                        adapter, transcoder, judge, [f for f, _ in chunk],
+                        [_description(descs.get(key)) for _, key in chunk], texts,
+                        natural[[row[key] for _, key in chunk]], cfg,
+                        generate=rater != "llm"), strict=True))  # fmt: skip
+                except Exception:
+                    # a rater that fails (an endpoint going down) fails again below, feature
+                    # by feature, so the features before it are scored and saved first
+                    pre = {key: None for _, key in chunk}
             desc = _description(descs.get(k))
             if k not in row:
                 fs = unscored(rater, "no description (stage II gave none)", desc)
             else:
                 fs = score_feature(adapter, transcoder, judge, rater, feat, desc, texts,
-                                   natural[row[k]], cfg)  # fmt: skip
+                                   natural[row[k]], cfg, pre.pop(k))  # fmt: skip
             scores[k] = {**fs.to_json(), "config_id": fp}
             atomic_write_json(partial, _clean({key: scores[key] for key in keys if key in scores}))
             if bar:
@@ -270,16 +288,38 @@ def _progress(console):
 
 
 def _print_summary(console, summary: dict) -> None:
+    """The stage III table; with a random sample scored too, kept and random side by side
+    (PIE's headline: do the pruned features get better descriptions than random ones?)."""
     from rich.table import Table
 
-    table = Table(title=f"Stage III ({summary['rater']} rater, {summary['n_features']} features)")
-    for col in ("metric", "mean ± std", "95% CI", "defined"):
-        table.add_column(col, justify="left" if col == "metric" else "right")
-    for m, s in summary["metrics"].items():
-        if s["n"] == 0:
-            table.add_row(m, "–", "–", f"0/{s['n'] + s['n_undefined']}")
-            continue
-        table.add_row(m, f"{s['mean']:.3f} ± {s['std']:.3f}",
-                      f"[{s['low']:.3f}, {s['high']:.3f}]",
-                      f"{s['n']}/{s['n'] + s['n_undefined']}")  # fmt: skip
-    console.print(table)
+    rand = summary.get("random")
+    title = f"Stage III ({summary['rater']} rater): {summary['n_features']} kept features"
+    if rand:
+        title += f" vs {rand['n_features']} random active features"
+    table = Table(title=title)
+    sets = [("kept", summary["metrics"])] + ([("random", rand["metrics"])] if rand else [])
+    heads = ["metric"] + [f"{name} {col}" if rand else col for name, _ in sets
+                          for col in ("mean ± std", "95% CI", "defined")]  # fmt: skip
+    rows = []
+    for m in summary["metrics"]:
+        cells = [m]
+        for _, metrics in sets:
+            s = metrics[m]
+            total = f"{s['n']}/{s['n'] + s['n_undefined']}"
+            if s["n"] == 0:
+                cells += ["–", "–", total]
+            else:
+                cells += [f"{s['mean']:.3f} ± {s['std']:.3f}",
+                          f"[{s['low']:.3f}, {s['high']:.3f}]", total]  # fmt: skip
+        rows.append(cells)
+    for j, head in enumerate(heads):
+        widest = max([len(head)] + [len(r[j]) for r in rows])
+        table.add_column(head, justify="left" if j == 0 else "right", no_wrap=True,
+                         min_width=widest)  # fmt: skip
+    for cells in rows:
+        table.add_row(*cells)
+    from rich.measure import Measurement
+
+    # at its natural width: rich would otherwise cut cells, mid-number
+    need = Measurement.get(console, console.options.update_width(1000), table).maximum
+    console.print(table, width=max(console.width, need), crop=False)

@@ -10,7 +10,7 @@ is exact under the key-value cache of ``generate``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from jaxtyping import Float
@@ -22,9 +22,10 @@ from cltrace.transcoders import CrossLayerTranscoder
 
 
 def clamp_hooks(
-    transcoder: CrossLayerTranscoder, layer: int, feature: int, value: float
+    transcoder: CrossLayerTranscoder, layer: int, feature: int, value: float | Tensor
 ) -> dict[str, Hook]:
-    """Hooks that hold feature ``(layer, feature)`` at ``value`` at every position."""
+    """Hooks that hold feature ``(layer, feature)`` at ``value`` at every position; a tensor
+    ``value`` of shape ``[batch]`` gives each row of the batch its own value."""
     rows: Float[Tensor, "n_out D"] = transcoder.decoder_rows(layer, torch.tensor([feature]))[0]
     rows = rows.detach()
     state: dict[str, Tensor] = {}
@@ -37,7 +38,10 @@ def clamp_hooks(
     for k in range(rows.shape[0]):
 
         def write(t: Tensor, _w: Tensor = rows[k]) -> Tensor:
-            delta = (value - state["a"]).to(t.dtype)
+            v = value
+            if isinstance(v, Tensor):
+                v = v.to(device=t.device, dtype=state["a"].dtype)[:, None]
+            delta = (v - state["a"]).to(t.dtype)
             return t + delta[..., None] * _w.to(device=t.device, dtype=t.dtype)
 
         hooks[f"mlp_out.{layer + k}"] = write
@@ -52,11 +56,13 @@ def generate(
     hooks: dict[str, Hook] | None = None,
     max_prompt_tokens: int = 64,
     batch_size: int = 16,
+    hooks_for: Callable[[list[int]], dict[str, Hook]] | None = None,
 ) -> list[str]:
     """Greedy continuations of exactly ``n_tokens`` tokens (end-of-text suppressed) per prompt.
 
     Prompts are left-padded into batches; ``generate`` derives position ids from the attention
-    mask, so a padded prompt continues exactly as it would alone.
+    mask, so a padded prompt continues exactly as it would alone. ``hooks_for(indices)`` gives
+    the hooks of a batch of prompts (by index), for edits that differ per prompt.
     """
     model = adapter.hf_model
     pad = adapter.tokenizer.pad_token_id
@@ -72,7 +78,7 @@ def generate(
         for b, i in enumerate(group):
             ids[b, width - len(rows[i]) :] = torch.tensor(rows[i])
             mask[b, width - len(rows[i]) :] = 1
-        with adapter.hooks(hooks or {}):
+        with adapter.hooks(hooks_for(group) if hooks_for else (hooks or {})):
             gen = model.generate(
                 input_ids=ids.to(adapter.device), attention_mask=mask.to(adapter.device),
                 max_new_tokens=n_tokens, min_new_tokens=n_tokens, do_sample=False,

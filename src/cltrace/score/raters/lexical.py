@@ -85,20 +85,31 @@ def lexical_rating(tokens: Sequence[str], text: str) -> int:
     """2 for a whole-word match of any token, 1 for a stem or near-spelling match, else 0."""
     if any(_whole_word(t).search(text) for t in tokens):
         return 2
-    words = {w.lower() for w in _WORD.findall(text)}
-    stems = {stem(w) for w in words}
+    words, stems = _words_and_stems(text)
     for t in tokens:
         tl = t.lower()
         if not _WORD.search(tl):
             continue
         if stem(tl) in stems:
             return 1
-        if len(tl) >= 4 and any(
-            abs(len(w) - len(tl)) <= 2 and difflib.SequenceMatcher(None, tl, w).ratio() >= 0.85
-            for w in words
-        ):
+        if len(tl) >= 4 and any(_near_spelling(tl, w) for w in words):
             return 1
     return 0
+
+
+@lru_cache(maxsize=65536)
+def _words_and_stems(text: str) -> tuple[frozenset[str], frozenset[str]]:
+    # a feature's rated texts overlap heavily with other features', so each is split once
+    words = frozenset(w.lower() for w in _WORD.findall(text))
+    return words, frozenset(stem(w) for w in words)
+
+
+@lru_cache(maxsize=1 << 18)
+def _near_spelling(token: str, word: str) -> bool:
+    # difflib is the slow part of rating; a corpus has few distinct words, so pairs repeat
+    return abs(len(word) - len(token)) <= 2 and (
+        difflib.SequenceMatcher(None, token, word).ratio() >= 0.85
+    )
 
 
 class LexicalRater(Rater):
