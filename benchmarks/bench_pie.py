@@ -110,13 +110,13 @@ def _corpus_pass(adapter, texts, max_tokens: int, batch_size: int) -> float:
 def bench_total(n: int, fap_floor_s: float, adapter) -> dict:
     """The whole job, stage by stage, with each stage's floor."""
     from cltrace.interpret.corpus import load_corpus
-    from cltrace.interpret.pipeline import interpret_run
     from cltrace.interpret.store import StoreConfig
     from cltrace.pie import DEFAULT_METHODS, PieConfig, run_pie
+    from cltrace.pie.stage2 import interpret_run
+    from cltrace.pie.stage3 import evaluate_run
     from cltrace.prune import METHODS
-    from cltrace.score import evaluate_run
     from cltrace.score.config import ScoreConfig
-    from cltrace.score.pipeline import HELD_OUT_SEED, N_NATURAL, load_texts
+    from cltrace.score.texts import HELD_OUT_SEED, N_NATURAL, load_texts
 
     methods = tuple(m for m in DEFAULT_METHODS if m in METHODS)
     cfg = PieConfig(task="ioi", n=n, methods=methods)

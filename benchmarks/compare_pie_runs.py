@@ -6,13 +6,22 @@ Checks results.json, records.jsonl, kept_features.json, descriptions, scores and
 cost file; prints the first differences of each and exits 1 if any file differs. Used to check
 that a speed change keeps a run's results.
 """
+
 import json
 import math
 import sys
 from pathlib import Path
 
-IGNORE = {"seconds", "store_seconds", "explain_seconds", "explain_seconds_per_feature",
-          "explain_all_active_estimate", "config_id", "store_chunks_computed"}
+IGNORE = {
+    "seconds",
+    "store_seconds",
+    "explain_seconds",
+    "explain_seconds_per_feature",
+    "explain_all_active_estimate",
+    "config_id",
+    "store_chunks_computed",
+}
+
 
 def strip(x):
     if isinstance(x, dict):
@@ -20,6 +29,7 @@ def strip(x):
     if isinstance(x, list):
         return [strip(v) for v in x]
     return x
+
 
 def diff(a, b, path="", out=None, tol=0.0):
     out = [] if out is None else out
@@ -41,12 +51,21 @@ def diff(a, b, path="", out=None, tol=0.0):
         out.append(f"{path}: {str(a)[:80]!r} vs {str(b)[:80]!r}")
     return out
 
+
 old, new = Path(sys.argv[1]), Path(sys.argv[2])
 tol = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
 bad = 0
-for name in ["results.json", "kept_features.json", "descriptions.json", "descriptions_random.json",
-             "scores.json", "scores_random.json", "scores_summary.json", "records.jsonl",
-             "interpret_cost.json"]:
+for name in [
+    "results.json",
+    "kept_features.json",
+    "descriptions.json",
+    "descriptions_random.json",
+    "scores.json",
+    "scores_random.json",
+    "scores_summary.json",
+    "records.jsonl",
+    "interpret_cost.json",
+]:
     p, q = old / name, new / name
     if not p.exists():
         continue

@@ -7,7 +7,7 @@ import pytest
 from cltrace.corpus import load_texts
 from cltrace.errors import CltraceError
 from cltrace.interpret.corpus import load_corpus
-from cltrace.score.pipeline import load_texts as score_texts
+from cltrace.score.texts import load_texts as score_texts
 from cltrace.transcoders.data import load_texts as transcoder_texts
 
 

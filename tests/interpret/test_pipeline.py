@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from cltrace.interpret.pipeline import InterpretConfig, interpret_run, update_cost_scores
 from cltrace.interpret.store import StoreConfig
 from cltrace.llm.testing import FakeChatServer, Reply, Status
 from cltrace.pie import PieConfig, run_pie
+from cltrace.pie.stage2 import InterpretConfig, interpret_run, update_cost_scores
 from cltrace.prune import PruneConfig
 from cltrace.tasks import PromptPair, write_pairs
 from cltrace.testing import save_tiny_assets

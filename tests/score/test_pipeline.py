@@ -11,11 +11,12 @@ from typer.testing import CliRunner
 from cltrace.cli import app
 from cltrace.errors import CltraceError
 from cltrace.pie import PieConfig, run_pie
+from cltrace.pie.stage3 import evaluate_run
 from cltrace.prune import PruneConfig
-from cltrace.score import METRICS, ScoreConfig, evaluate_run, sequence_scores
+from cltrace.score import METRICS, ScoreConfig, sequence_scores
 from cltrace.score import feature as feature_mod
-from cltrace.score.pipeline import HELD_OUT_SEED, load_texts
 from cltrace.score.raters import Generated, Judgement, Rater
+from cltrace.score.texts import HELD_OUT_SEED, load_texts
 from cltrace.tasks import PromptPair, write_pairs
 from cltrace.testing import random_transcoder, save_tiny_assets, tiny_model
 
@@ -95,11 +96,11 @@ def test_rerun_resumes_from_scores_json(run_dir, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a scored feature was scored again")
 
-    monkeypatch.setattr("cltrace.score.pipeline.score_feature", boom)
+    monkeypatch.setattr("cltrace.pie.stage3.score_feature", boom)
     evaluate_run(run_dir, corpus=corpus(), config=CFG, n_boot=100)
     assert (run_dir / "scores.json").read_text() == before
     # another configuration is not mistaken for the same scores
-    monkeypatch.setattr("cltrace.score.pipeline.score_feature", feature_mod.score_feature)
+    monkeypatch.setattr("cltrace.pie.stage3.score_feature", feature_mod.score_feature)
     evaluate_run(run_dir, corpus=corpus(), config=ScoreConfig.pie(n_detect=3), n_boot=100)
     after = json.loads((run_dir / "scores.json").read_text())
     assert json.loads((run_dir / "scores_summary.json").read_text())["config"]["reduce"] == "max"
@@ -236,7 +237,7 @@ def test_llm_rater_without_an_endpoint_fails_before_loading(run_dir, monkeypatch
 
     for name in ("CLTRACE_LLM_BASE_URL", "CLTRACE_LLM_MODEL"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr("cltrace.score.pipeline.load_texts", None)  # never reached
+    monkeypatch.setattr("cltrace.pie.stage3.load_texts", None)  # never reached
     with pytest.raises(UsageError, match="the llm rater needs an endpoint"):
         evaluate_run(run_dir, rater="llm", model="m")
 

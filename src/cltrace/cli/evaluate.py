@@ -50,10 +50,11 @@ def evaluate(
 
     from cltrace.cli._apps import state
     from cltrace.errors import UsageError
-    from cltrace.score import RATERS, ScoreConfig, evaluate_run
+    from cltrace.pie.stage3 import evaluate_run
+    from cltrace.score import RATERS, ScoreConfig
 
     if evals.strip() != "fade":
-        from cltrace.score.contrastive import run_cli_evals
+        from cltrace.pie.stage3 import run_cli_evals
 
         run_cli_evals(run, evals, rater, corpus, base_url, model, cache_dir)
         return

@@ -46,8 +46,8 @@ def interpret_cmd(
     from cltrace.cli._apps import state
     from cltrace.errors import CltraceError
     from cltrace.interpret.explainers import get_explainer
-    from cltrace.interpret.pipeline import InterpretConfig, interpret_run
     from cltrace.interpret.store import StoreConfig
+    from cltrace.pie.stage2 import InterpretConfig, interpret_run
 
     get_explainer(explainer)  # unknown names fail before any loading
     run_dir = Path(run)

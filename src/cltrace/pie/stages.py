@@ -15,8 +15,8 @@ from cltrace.files import read_json
 def run_later_stages(run_dir: Path, stages: set[str], console) -> None:
     import time
 
-    from cltrace.interpret.pipeline import interpret_run
-    from cltrace.score import evaluate_run
+    from cltrace.pie.stage2 import interpret_run
+    from cltrace.pie.stage3 import evaluate_run
 
     def done(name: str, t0: float) -> None:
         if console is not None:

@@ -16,7 +16,7 @@ Raters (:mod:`cltrace.score.raters`) differ in what they can judge:
 * ``embedding`` (optional extra ``cltrace[embedding]``): cosine similarity of sentence
   embeddings, thresholded into 0/1/2; topical closeness, not entailment.
 
-Entry point for a PIE run directory: :func:`evaluate_run`.
+The PIE run-directory entry point is :func:`cltrace.pie.stage3.evaluate_run`.
 """
 
 from cltrace.score.activations import pool, sequence_scores, token_activations
@@ -30,7 +30,6 @@ from cltrace.score.metrics import (
     gini,
     separation,
 )
-from cltrace.score.pipeline import evaluate_run
 from cltrace.score.raters import RATERS, Rater, make_rater
 
 __all__ = [
@@ -43,7 +42,6 @@ __all__ = [
     "auroc",
     "average_precision",
     "balanced_accuracy",
-    "evaluate_run",
     "gini",
     "make_rater",
     "pool",

@@ -9,7 +9,8 @@ the other) gives one item: the rater rates both prompts against the feature's vi
 correct; chance is 0.5.
 
 Also here: :func:`feature_evals`, both evals for one transcoder on the bundled held-out corpus,
-and :func:`evaluate_run_evals`, the ``cltrace evaluate --evals sort,contrastive`` entry point.
+and (in :mod:`cltrace.pie.stage3`) ``evaluate_run_evals``, the ``cltrace evaluate --evals
+sort,contrastive`` entry point for a PIE run.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -106,7 +106,7 @@ def feature_evals(
     corpus (bundled by default), sort items from a second, contrastive pairs from ``task``
     (or ``prompt_pairs``, clean and corrupted prompts)."""
     from cltrace.corpus import load_texts
-    from cltrace.score.pipeline import HELD_OUT_SEED
+    from cltrace.score.texts import HELD_OUT_SEED
     from cltrace.tasks import get_task
 
     bad = [e for e in evals if e not in EVALS]
@@ -133,48 +133,6 @@ def feature_evals(
     return out
 
 
-def evaluate_run_evals(
-    run_dir: str | os.PathLike,
-    evals: Sequence[str],
-    rater: str = "lexical",
-    corpus: str | None = None,
-    base_url: str | None = None,
-    model: str | None = None,
-    cache_dir: str | None = None,
-    console=None,
-) -> dict:
-    """``cltrace evaluate --evals sort,contrastive``: both evals over a PIE run's kept features
-    (its model, transcoder and task); writes ``feature_evals.json`` and ``feature_evals.html``."""
-    from cltrace.files import atomic_write_json, atomic_write_text, require_run_dir
-    from cltrace.pie.stages import read_kept_features, read_run_config
-    from cltrace.score.pipeline import _run_models
-    from cltrace.score.raters import make_rater
-
-    run = require_run_dir(Path(run_dir))
-    from cltrace.tasks import read_pairs
-
-    feats = read_kept_features(run)
-    run_cfg = read_run_config(run)
-    task = str(run_cfg.get("task") or "ioi")
-    pairs = None
-    if run_cfg.get("data") and Path(run_cfg["data"]).is_file():
-        task = str(run_cfg["data"])
-        pairs = [(p.clean, p.corrupt) for p in read_pairs(run_cfg["data"]).pairs]
-    adapter, transcoder = _run_models(run, None, None)
-    judge = make_rater(rater, base_url=base_url, model=model, cache_dir=cache_dir)
-    res = feature_evals(adapter, transcoder, judge, evals, features=feats, task=task,
-                        corpus=corpus, prompt_pairs=pairs)  # fmt: skip
-    summary = {"rater": rater, "task": task, "n_features": len(feats),
-               "evals": {k: v.to_json() for k, v in res.items()}}  # fmt: skip
-    atomic_write_json(run / "feature_evals.json", summary)
-    atomic_write_text(run / "feature_evals.html", render_html({"run": summary}))
-    if console is not None:
-        for k, v in res.items():
-            console.print(f"{k} eval: {v.score:.3f} over {v.n_items} items (chance 0.5; nan: no "
-                          "items)")  # fmt: skip
-    return summary
-
-
 def render_html(results: dict[str, dict]) -> str:
     """A small table page: one row per transcoder (or run), one column per eval."""
     from html import escape
@@ -193,38 +151,3 @@ def render_html(results: dict[str, dict]) -> str:
             "padding:2px 8px}</style><h1>Sort and contrastive evals (chance 0.5)</h1><table>"
             "<tr><th></th>" + "".join(f"<th>{escape(h)}</th>" for h in heads) + "</tr>"
             + "".join(rows) + "</table>")  # fmt: skip
-
-
-def run_cli_evals(
-    run: str,
-    evals: str,
-    rater: str,
-    corpus: str | None,
-    base_url: str | None,
-    model: str | None,
-    cache_dir: str | None,
-) -> dict:
-    """The ``--evals sort,contrastive`` branch of ``cltrace evaluate`` (options checked here)."""
-    from rich.console import Console
-
-    from cltrace.errors import UsageError
-    from cltrace.score.raters import RATERS
-
-    names = [e.strip() for e in evals.split(",") if e.strip()]
-    bad = [e for e in names if e not in EVALS]
-    if not names or bad:
-        raise UsageError(
-            f"--evals {evals!r} names {bad[0] if bad else 'nothing'!r}; use fade, or sort and/or "
-            "contrastive separated by commas."
-        )
-    if rater not in RATERS:
-        raise UsageError(f"unknown rater {rater!r}; use one of {', '.join(RATERS)}.")
-    if rater == "llm":
-        from cltrace.llm import resolve_endpoint
-
-        endpoint = resolve_endpoint(base_url, model, user="the llm rater")
-        base_url, model = endpoint.base_url, endpoint.model
-    console = Console()
-    out = evaluate_run_evals(run, names, rater, corpus, base_url, model, cache_dir, console)
-    console.print(f"feature evals: {Path(run) / 'feature_evals.json'}")
-    return out

@@ -126,7 +126,14 @@ def score_feature(
     scores["detection"], fails = eleuther.detection(rater, description, texts, natural, cfg)
     failures += fails
     scores["fuzzing"], fails = eleuther.fuzzing(
-        adapter, transcoder, rater, feature, description, texts, natural, cfg,
+        adapter,
+        transcoder,
+        rater,
+        feature,
+        description,
+        texts,
+        natural,
+        cfg,
         pre.activating if pre is not None else None,
     )
     failures += fails

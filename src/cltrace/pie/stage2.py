@@ -313,7 +313,7 @@ def update_cost_scores(run_dir: str | Path) -> dict | None:
 def evaluate_run(run_dir: str | Path, console=None, **kwargs):
     """Stage III, provided by :mod:`cltrace.score` (re-exported here for ``cltrace pie``)."""
     try:
-        from cltrace.score import evaluate_run as _evaluate_run
+        from cltrace.pie.stage3 import evaluate_run as _evaluate_run
     except ImportError:
         _console_print(console, "[yellow]stage III (evaluate) is not available in this build."
                                 "[/yellow]")  # fmt: skip
