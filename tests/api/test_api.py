@@ -122,10 +122,10 @@ def test_prune_equals_run_pie(assets, tmp_path):
         prune=PruneConfig(budgets=(2, 4, 8), random_seeds=2), interpret_budget=4,
         interpret_method="fap", **opts,
     )  # fmt: skip
-    expected = run_pie(cfg, tmp_path / "run")
+    expected = run_pie(cfg, tmp_path / "run", force=True)
     res = cltrace.prune(
         str(assets / "model"), str(assets / "clt"), PAIRS, methods=METHODS, budgets=(2, 4, 8),
-        config=PruneConfig(random_seeds=2), **opts,
+        config=PruneConfig(random_seeds=2), force=True, **opts,
     )  # fmt: skip
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # prune wrote nothing
     for method in METHODS:
@@ -150,7 +150,7 @@ def test_method_names_accept_dashes(assets, loaded):
     model, tc = loaded
     assert get_method("fap-synergy") is get_method("fap_synergy")
     res = cltrace.prune(model, tc, PAIRS[:2], methods=["fap-synergy", "act-mag"], budgets=[2],
-                        n_boot=20)  # fmt: skip
+                        n_boot=20, force=True)  # fmt: skip
     assert res.methods == ["fap_synergy", "act_mag"]
     assert res.kept("fap-synergy", 2) == res.kept("fap_synergy", 2)
     assert res.mean("act-mag", 2) == res.results["methods"]["act_mag"]["2"]["kl"]["mean"]
@@ -165,7 +165,7 @@ def test_method_names_accept_dashes(assets, loaded):
 def test_prune_reads_a_pair_file_and_generated_pairs(assets, loaded):
     model, tc = loaded
     from_file = cltrace.prune(model, tc, assets / "pairs.json", methods=["fap"], budgets=[2],
-                              n_boot=20)  # fmt: skip
+                              n_boot=20, force=True)  # fmt: skip
     assert from_file.n_prompts == len(PAIRS)
     pairs = cltrace.make_pairs("ioi", n=3, seed=0)  # the bundled model's tokenizer
     assert len(pairs) == 3 and all(p.clean and p.corrupt for p in pairs)

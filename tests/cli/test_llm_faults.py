@@ -41,7 +41,8 @@ def base(cli, tiny, tmp_path_factory) -> Path:
     (root / "corpus.txt").write_text("\n".join(docs) + "\n")
     run = root / "run"
     done = cli("pie", *tiny_opts(tiny), "--data", tiny / "pairs.json", "--budgets", "2,4",
-               "--methods", "fap,random", "--stages", "prune,interpret", "--out", run)  # fmt: skip
+               "--methods", "fap,random", "--stages", "prune,interpret", "--out", run,
+               "--force")  # fmt: skip
     assert done.returncode == 0, done.stderr
     done = cli("evaluate", "--run", run, "--corpus", root / "corpus.txt", "--variant", "pie")
     assert done.returncode == 0, done.stderr

@@ -18,7 +18,8 @@ from cltrace.tasks import write_pairs
 from tests.cli.conftest import CLTRACE, _env, expect_error, snapshot, tiny_opts
 from tests.pie.test_run import PAIRS
 
-FAST = ["--budgets", "2,4", "--methods", "fap,random", "--stages", "prune"]
+# --force: the tiny random model shows no behaviour; these tests are about the run directory
+FAST = ["--budgets", "2,4", "--methods", "fap,random", "--stages", "prune", "--force"]
 
 
 def pie_args(tiny, out, data=None, *extra):
@@ -318,7 +319,7 @@ def test_unreachable_hub_model_is_one_line(cli, tiny, tmp_path):
 def test_budget_above_the_active_set_is_said_once(cli, tiny, tmp_path):
     out = tmp_path / "run"
     done = cli("pie", *tiny_opts(tiny), "--data", tiny / "pairs.json", "--budgets", "2,100000",
-               "--methods", "fap,random", "--stages", "prune", "--out", out)  # fmt: skip
+               "--methods", "fap,random", "--stages", "prune", "--out", out, "--force")  # fmt: skip
     assert done.returncode == 0, done.stderr
     warning = [ln for ln in done.stderr.splitlines() if "K=100000 exceeds" in ln]
     assert len(warning) == 1 and "of 4 prompts" in warning[0]

@@ -128,7 +128,7 @@ def test_evaluate_sort_and_contrastive_on_a_run(cli, assets, tmp_path):
         prune=PruneConfig(budgets=(8,)), n_boot=20, interpret_method="fap", interpret_budget=8,
     )  # fmt: skip
     run = tmp_path / "run"
-    run_pie(cfg, run)
+    run_pie(cfg, run, force=True)
     done = cli("evaluate", "--run", run, "--evals", "sort,contrastive", "--corpus",
                assets / "corpus.txt")  # fmt: skip
     assert done.returncode == 0, done.stderr

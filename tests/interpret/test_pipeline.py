@@ -30,7 +30,7 @@ def run_dir(tmp_path_factory):
         methods=("fap", "random"), random_sweep=(16,), n_boot=50, interpret_budget=4,
         interpret_method="fap", prune=PruneConfig(budgets=(2, 4), random_seeds=1),
     )  # fmt: skip
-    run_pie(cfg, root / "run")
+    run_pie(cfg, root / "run", force=True)
     return root
 
 

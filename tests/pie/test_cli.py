@@ -19,7 +19,7 @@ def test_pie_explains_the_methods_it_ran(tmp_path):
     cmd = [sys.executable, "-c", "from cltrace.cli import main; main()", "pie",
            "--model", str(tmp_path / "model"), "--transcoder", str(tmp_path / "clt"),
            "--data", str(tmp_path / "pairs.json"), "--budgets", "2,4", "--methods",
-           "fap,random", "--stages", "prune,interpret", "--out", str(run)]  # fmt: skip
+           "fap,random", "--stages", "prune,interpret", "--out", str(run), "--force"]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     kept = json.loads((run / "kept_features.json").read_text())

@@ -38,7 +38,7 @@ def _cfg(assets, **kw):
 
 
 def test_run_writes_the_directory_and_results(assets, tmp_path):
-    res = run_pie(_cfg(assets), tmp_path / "run")
+    res = run_pie(_cfg(assets), tmp_path / "run", force=True)
     for name in ("config.json", "records.jsonl", "results.json", "kept_features.json",
                  "report.html"):  # fmt: skip
         assert (tmp_path / "run" / name).exists(), name
@@ -55,27 +55,27 @@ def test_run_writes_the_directory_and_results(assets, tmp_path):
 def test_interrupted_run_resumes_to_identical_results(assets, tmp_path):
     full = tmp_path / "full"
     part = tmp_path / "part"
-    run_pie(_cfg(assets), full)
-    assert run_pie(_cfg(assets), part, stop_after=2) == {}
+    run_pie(_cfg(assets), full, force=True)
+    assert run_pie(_cfg(assets), part, stop_after=2, force=True) == {}
     lines = (part / "records.jsonl").read_text().splitlines()
     assert len(lines) == 2
     # a line cut in half by the interruption is dropped and recomputed
     with (part / "records.jsonl").open("a") as f:
         f.write(lines[0][: len(lines[0]) // 2])
-    run_pie(_cfg(assets), part)
+    run_pie(_cfg(assets), part, force=True)
     assert (part / "results.json").read_text() == (full / "results.json").read_text()
 
 
 def test_other_config_in_same_directory_is_refused(assets, tmp_path):
-    run_pie(_cfg(assets), tmp_path / "r", stop_after=1)
+    run_pie(_cfg(assets), tmp_path / "r", stop_after=1, force=True)
     other = _cfg(assets)
     other.prune.budgets = (3,)
     with pytest.raises(CltraceError, match="different options \\(budgets\\)"):
-        run_pie(other, tmp_path / "r")
+        run_pie(other, tmp_path / "r", force=True)
 
 
 def test_budget_above_active_set_keeps_everything(assets, tmp_path):
-    res = run_pie(_cfg(assets, random_sweep=(10_000,)), tmp_path / "big")
+    res = run_pie(_cfg(assets, random_sweep=(10_000,)), tmp_path / "big", force=True)
     everything = res["methods"]["random"]["10000"]
     assert everything["kl"]["mean"] == 0.0
     assert abs(everything["faithfulness"]["mean"] - 1.0) < 1e-4

@@ -43,7 +43,7 @@ def run_dir(tmp_path_factory):
         interpret_method="fap", interpret_budget=3,
     )  # fmt: skip
     run = root / "run"
-    run_pie(cfg, run)
+    run_pie(cfg, run, force=True)
     feats = json.loads((run / "kept_features.json").read_text())["features"]
     assert len(feats) >= 2
     # describe the first feature by the token where it fires most on the corpus; leave the

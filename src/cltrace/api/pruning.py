@@ -123,6 +123,7 @@ def prune(
     n_boot: int = 1000,
     allow_unk: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    force: bool = False,
 ) -> PruneResult:
     """PIE stage I in memory: keep ``budgets`` units per prompt with each method and measure
     what is lost (KL, logit difference, ...); nothing is written.
@@ -133,6 +134,8 @@ def prune(
     ``config`` holds the other stage-I options (its budgets are replaced by ``budgets``);
     ``random_sweep`` adds budgets for the random baseline. With the same settings the numbers
     equal ``cltrace pie``'s ``results.json``. ``progress(done, total)`` is called per prompt.
+    Pairs whose corrupted prompts do not change the behaviour are refused, as by ``cltrace
+    pie`` (``force=True`` goes on with a warning).
     """
     from dataclasses import replace
 
@@ -140,7 +143,12 @@ def prune(
     from cltrace.errors import UsageError
     from cltrace.pie import PieConfig
     from cltrace.pie.results import aggregate
-    from cltrace.pie.run import score_prompt_kept, warn_small_active_sets
+    from cltrace.pie.run import (
+        check_behaviour,
+        run_metric,
+        score_prompt_kept,
+        warn_small_active_sets,
+    )
     from cltrace.prune import PruneConfig
 
     keys = list(dict.fromkeys(_method_key(m) for m in methods))
@@ -161,6 +169,7 @@ def prune(
         random_sweep=tuple(int(k) for k in random_sweep), interpret_method=interp,
         interpret_budget=100 if 100 in ks else max(ks), n_boot=n_boot, allow_unk=allow_unk,
     )  # fmt: skip
+    behaviour = check_behaviour(cfg, adapter, pairs, force, source="the pairs")
     records: list[dict] = []
     kept_units: dict[tuple, list] = {}
     for i, pair in enumerate(pairs):
@@ -171,4 +180,7 @@ def prune(
         if progress:
             progress(i + 1, len(pairs))
     warn_small_active_sets(records, cfg)
-    return PruneResult(aggregate(records, cfg), records, cfg, kept_units)
+    results = aggregate(records, cfg)
+    results["metric"] = run_metric(cfg)
+    results["behaviour"] = behaviour.to_json()
+    return PruneResult(results, records, cfg, kept_units)

@@ -76,7 +76,9 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 
 @app.command("pie")
 def pie(
-    task: str = typer.Option("ioi", "--task", help="ioi or docstring (ignored with --data)."),
+    task: str = typer.Option(
+        "ioi", "--task", help="ioi, docstring, induction or greater_than (ignored with --data)."
+    ),
     data: str | None = typer.Option(None, "--data", help="Your prompt-pair file instead."),
     n: int = typer.Option(200, "--n", min=1, help="Prompt pairs to generate."),
     seed: int = typer.Option(0, "--seed", help="Seed of the generated pairs."),
@@ -106,6 +108,15 @@ def pie(
     allow_unk: bool = typer.Option(
         False, "--allow-unk", help="Read words of --data the tokenizer does not know as unk."
     ),
+    metric: str | None = typer.Option(
+        None,
+        "--metric",
+        help="Behaviour metric: logit_diff, mean_logit_diff, prob_diff or logsumexp (default: "
+        "the task's; logit_diff for --data).",
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Go on when the corrupted prompts do not change the behaviour."
+    ),
 ) -> None:
     """Prune first: score every active feature occurrence, keep K, measure retained behaviour."""
     from pathlib import Path
@@ -132,7 +143,7 @@ def pie(
         task=task, n=n, seed=seed, data=data, model=model, transcoder=transcoder,
         methods=chosen,
         prune=PruneConfig(budgets=ks, unit=unit, policy=policy, grad_mode=grad_mode,
-                          lambda_syn=lambda_syn, random_seeds=random_seeds),
+                          lambda_syn=lambda_syn, random_seeds=random_seeds, metric=metric),
         interpret_budget=100 if 100 in ks else min(ks),
         # stages II/III explain what a chosen method kept: FAP-Synergy when it runs
         interpret_method="fap_synergy" if "fap_synergy" in chosen else chosen[0],
@@ -174,7 +185,7 @@ def pie(
 
     with Progress(console=console, transient=True) as bar:
         job = bar.add_task("stage I: scoring prompts", total=None)
-        results = run_pie(cfg, run_dir, progress=progress)
+        results = run_pie(cfg, run_dir, progress=progress, force=force)
     done_before = first[0] if first else 0
     console.print(
         f"stage I (prune): {results['n_prompts']} prompts ({results['n_prompts'] - done_before} "
@@ -183,6 +194,13 @@ def pie(
     state.interrupt_note = (
         f"stage I is complete in {run_dir}; rerun the same command to redo the later stages"
     )
+    b = results.get("behaviour")
+    if b:
+        console.print(
+            f"behaviour ({b['metric']}): {num(b['clean_mean'])} clean, "
+            f"{num(b['corrupt_mean'])} corrupted, difference {num(b['difference'])} +- "
+            f"{num(b['difference_se'])} over {b['n_pairs']} pairs"
+        )
     table = Table(title=f"PIE stage I: mean last-token KL (95% CI), {results['n_prompts']} prompts")
     rows = []
     for method in chosen:

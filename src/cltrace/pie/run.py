@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from cltrace.errors import UsageError
+from cltrace.errors import CltraceError, UsageError
 from cltrace.files import RunLock, atomic_write_json, check_out_path
 from cltrace.pie.rundir import (
     append_record,
@@ -109,6 +109,18 @@ class PieConfig:
         )
 
 
+def run_metric(cfg: PieConfig) -> str:
+    """The behaviour metric of a run: ``--metric``, else the task's default (pair files:
+    ``logit_diff``)."""
+    if cfg.prune.metric:
+        return cfg.prune.metric
+    if cfg.data is None:
+        from cltrace.tasks import get_task
+
+        return get_task(cfg.task).metric
+    return "logit_diff"
+
+
 def validate(cfg: PieConfig) -> None:
     """Check the options before anything is loaded or written (a typo fails at once)."""
     from cltrace.tasks import get_task
@@ -156,7 +168,9 @@ def score_prompt_kept(
     """:func:`score_prompt` plus the kept sets of seed 0: ``{(method, K): units}``, each unit
     ``[layer, feature, position, fap score]`` as in the record's ``interpret_kept``; every
     method and budget, or with ``every_set=False`` only the interpretation method's."""
-    comps = compute_components(adapter, transcoder, pair, cfg.prune.policy, cfg.prune.grad_mode)
+    comps = compute_components(
+        adapter, transcoder, pair, cfg.prune.policy, cfg.prune.grad_mode, run_metric(cfg)
+    )
     ctx = ScoreContext(comps, transcoder, cfg.prune, prompt_index=index)
     budgets = list(cfg.prune.budgets)
     kept: dict[tuple[str, int, int], torch.Tensor] = {}
@@ -209,8 +223,12 @@ def run_pie(
     out: str | Path,
     progress: Callable[[int, int], None] | None = None,
     stop_after: int | None = None,
+    force: bool = False,
 ) -> dict:
     """Run (or resume) stage I over the dataset and write the run directory; returns results.
+
+    A new run first checks that the pairs show a behaviour the corrupted prompts change
+    (:mod:`cltrace.pie.behaviour`); ``force`` goes on when they do not.
 
     ``stop_after`` processes at most that many new prompts, then returns without aggregating
     (used to test interruption and resumption).
@@ -233,6 +251,7 @@ def run_pie(
     with RunLock(out):
         saved = read_config(out)
         if saved is None:
+            _check_behaviour(cfg, adapter, pairs, out, force)
             atomic_write_json(out / "config.json", wanted)
         else:
             check_same_run(out, saved, wanted)
@@ -251,8 +270,34 @@ def run_pie(
         records.sort(key=lambda r: r["index"])
         warn_small_active_sets(records, cfg)
         results = aggregate(records, cfg)
+        results["metric"] = run_metric(cfg)
+        if (out / "behaviour.json").is_file():
+            results["behaviour"] = json.loads((out / "behaviour.json").read_text())
         write_outputs(out, records, results, cfg)
     return results
+
+
+def check_behaviour(cfg: PieConfig, adapter, pairs, force: bool, source: str | None = None):
+    """Measure clean versus corrupted metric on ``pairs``; raise (unless ``force``, which
+    warns) when there is nothing to explain. Returns the
+    :class:`~cltrace.pie.behaviour.Behaviour`."""
+    from cltrace.pie.behaviour import measure_behaviour
+
+    found = measure_behaviour(adapter, pairs, run_metric(cfg), cfg.allow_unk)
+    problem = found.problem(source or cfg.data or f"the {cfg.task} pairs")
+    if problem and not force:
+        raise CltraceError(problem)
+    if problem:
+        warnings.warn(problem.replace(", or pass --force to go on", "").rstrip(".") +
+                      "; going on (--force).", stacklevel=2)  # fmt: skip
+    return found
+
+
+def _check_behaviour(cfg: PieConfig, adapter, pairs, out: Path, force: bool) -> None:
+    """:func:`check_behaviour` for a new run directory; the numbers go to ``behaviour.json``."""
+    found = check_behaviour(cfg, adapter, pairs, force)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "behaviour.json", found.to_json())
 
 
 def warn_small_active_sets(records: list[dict], cfg: PieConfig) -> None:

@@ -59,6 +59,12 @@ class PairComponents:
     """Last-position logits of the unpatched clean run."""
     grads: dict[str, Tensor] = field(default_factory=dict)
     """Metric gradients at the MLP outputs by gradient mode (see :func:`metric_gradients`)."""
+    answers: tuple[int, ...] = ()
+    """Every answer token id (``answer`` is the first); empty: ``(answer,)``."""
+    wrongs: tuple[int, ...] = ()
+    """Every wrong-answer token id (``wrong`` is the first); empty: ``(wrong,)``."""
+    metric_name: str = "logit_diff"
+    """The behaviour metric (:data:`cltrace.tasks.METRICS`)."""
 
     @property
     def n(self) -> int:
@@ -69,8 +75,9 @@ class PairComponents:
         return int(self.tokens.shape[1])
 
     def metric(self, logits: Float[Tensor, "... d_vocab"]) -> Float[Tensor, "..."]:
-        """Logit difference answer - wrong answer (on last-position logits)."""
-        return logits[..., self.answer] - logits[..., self.wrong]
+        """The behaviour metric on last-position logits (``logit_diff``: answer - wrong)."""
+        answers, wrongs = self.answers or (self.answer,), self.wrongs or (self.wrong,)
+        return behaviour_metric(logits, self.metric_name, answers, wrongs)
 
     @property
     def m_clean(self) -> float:
@@ -175,12 +182,28 @@ def split_occurrence_key(
     return keys // (d_features * n_pos), (keys // d_features) % n_pos, keys % d_features
 
 
+def behaviour_metric(
+    logits: Float[Tensor, "... d_vocab"],
+    name: str,
+    answers: tuple[int, ...],
+    wrongs: tuple[int, ...],
+) -> Float[Tensor, "..."]:
+    """Metric ``name`` of :data:`cltrace.tasks.METRICS` (``logit_diff``: first answer minus
+    first wrong answer, in the logits' dtype as before)."""
+    if name == "logit_diff":
+        return logits[..., answers[0]] - logits[..., wrongs[0]]
+    from cltrace.tasks.metrics import METRICS
+
+    return METRICS[name](logits, answers, wrongs)
+
+
 def compute_components(
     adapter: ModelAdapter,
     transcoder: CrossLayerTranscoder,
     pair: PromptPair,
     policy: str = "corrupted_prompt",
     grad_mode: str = "direct",
+    metric: str = "logit_diff",
 ) -> PairComponents:
     """Encode both prompts, form the occurrence set and the delta writes (docs/METHODS.md §4).
 
@@ -198,12 +221,17 @@ def compute_components(
             f"clean and corrupt prompts tokenize to {clean.shape[1]} and {corrupt.shape[1]} "
             f"tokens ({pair.clean!r}); give pairs of equal token length."
         )
-    answer = adapter.single_token_id(pair.answers[0])
-    wrong = adapter.single_token_id(pair.wrong_answers[0])
+    answers = tuple(adapter.single_token_id(t) for t in pair.answers)
+    wrongs = tuple(adapter.single_token_id(t) for t in pair.wrong_answers)
+    answer, wrong = answers[0], wrongs[0]
     sites = adapter.sites("mlp_in")
     L = adapter.n_layers
     clean_logits, x_clean, grads = _clean_pass(
-        adapter, transcoder, clean, lambda lg: lg[answer] - lg[wrong], grad_mode
+        adapter,
+        transcoder,
+        clean,
+        lambda lg: behaviour_metric(lg, metric, answers, wrongs),
+        grad_mode,
     )
     with torch.no_grad(), adapter.cache(sites) as c_corr:
         adapter(corrupt)
@@ -242,6 +270,9 @@ def compute_components(
         writes=writes,
         clean_logits=clean_logits,
         grads={grad_mode: grads},
+        answers=answers,
+        wrongs=wrongs,
+        metric_name=metric,
     )
 
 

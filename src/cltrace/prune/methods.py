@@ -67,8 +67,15 @@ class PruneConfig:
     """ACDC-style greedy: a removal is kept if last-token KL grows by less than this."""
     batch_size: int = 512
     """Patched forward passes per batch (fewer for long prompts or wide models)."""
+    metric: str | None = None
+    """Behaviour metric FAP and the measured-effect methods use (:data:`cltrace.tasks.METRICS`);
+    None: the task's default (``logit_diff``; ``prob_diff`` for greater-than)."""
 
     def __post_init__(self) -> None:
+        if self.metric is not None:
+            from cltrace.tasks.metrics import get_metric
+
+            self.metric = get_metric(self.metric).key  # usage error naming the choices
         # checked on construction, so a typo fails before a run directory is written
         choices = {"policy": POLICIES, "grad_mode": GRAD_MODES, "unit": UNITS}
         for name, allowed in choices.items():

@@ -177,12 +177,24 @@ def write_report(run: str | Path) -> Path:
         else ""
     )
     task = config.get("data") or config.get("task")
+    b = results.get("behaviour")
+    behaviour_html = (
+        f"<p>Behaviour ({escape(str(b['metric']))}): {_fmt(b['clean_mean'])} clean, "
+        f"{_fmt(b['corrupt_mean'])} corrupted, difference {_fmt(b['difference'])} ± "
+        f"{_fmt(b['difference_se'])} (standard error) over {b['n_pairs']} pairs"
+        + ("" if b["present"] and b["changed"] else
+           " — <b>the corrupted prompts barely change it; this run went on with --force</b>")
+        + ".</p>"
+        if b
+        else ""
+    )  # fmt: skip
     html = f"""<!doctype html><html><head><meta charset="utf-8"><title>cltrace PIE report</title>
 <style>{CSS}</style></head><body>
 <h1>PIE run: {escape(str(task))}</h1>
 <p class="muted">{results["n_prompts"]} prompts; mean {_fmt(results["mean_occurrences"])}
 occurrences per prompt; clean logit difference {_fmt(results["clean_logit_diff"])}; with every
 occurrence removed {_fmt(results["null_logit_diff"])} (KL {_fmt(results["null_kl"])}).</p>
+{behaviour_html}
 {kl}
 {faith}
 <h2>Mean last-token KL with 95% bootstrap CI</h2>
