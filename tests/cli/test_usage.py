@@ -29,7 +29,7 @@ def test_bare_group_prints_help_and_exits_2(cli):
         (["attribute", "--prompt", "x", "--out", "g.json", "--batch-size", "0"], ["--batch-size"]),
         (["interpret", "--run", "r", "--explainer", "weightlenz"], ["'weightlenz'", "weightlens"]),
         (["evaluate", "--run", "r", "--rater", "lexcal"], ["'lexcal'", "lexical"]),
-        (["evaluate", "--run", "r", "--variant", "fadee"], ["'fadee'", "fade or pie"]),
+        (["evaluate", "--run", "r", "--variant", "fadee"], ["'fadee'", "pie-fade"]),
         (["tasks", "make", "--task", "ioi", "--out", "p.json", "--split", "test"], ["--split"]),
         (["tasks", "eval"], ["--task", "--data"]),
     ],

@@ -26,7 +26,10 @@ def evaluate(
         None, "--corpus", help="Natural texts, one per line (default: held-out bundled corpus)."
     ),
     variant: str = typer.Option(
-        "fade", "--variant", help="fade (FADE defaults) or pie (PIE's simplified evaluation)."
+        "fade",
+        "--variant",
+        help="fade (FADE defaults), pie (PIE's simplified evaluation and rules) or pie-fade (PIE's "
+        "sampling with FADE's rules).",
     ),
     faithfulness: bool = typer.Option(
         True, "--faithfulness/--no-faithfulness", help="Steered-generation faithfulness."
@@ -60,9 +63,10 @@ def evaluate(
         return
     if rater not in RATERS:
         raise UsageError(f"unknown rater {rater!r}; use one of {', '.join(RATERS)}.")
-    if variant not in ("fade", "pie"):
-        raise UsageError(f"unknown variant {variant!r}; use fade or pie.")
-    cfg = ScoreConfig() if variant == "fade" else ScoreConfig.pie()
+    variants = {"fade": ScoreConfig, "pie": ScoreConfig.pie, "pie-fade": ScoreConfig.pie_fade_rules}
+    if variant not in variants:
+        raise UsageError(f"unknown variant {variant!r}; use fade, pie or pie-fade.")
+    cfg = variants[variant]()
     cfg = replace(cfg, faithfulness=faithfulness and cfg.faithfulness)
     console = Console()
     state.interrupt_note = (

@@ -51,14 +51,26 @@ class ScoreConfig:
     """Fuzzing marks tokens above this fraction of the example's largest activation."""
     seed: int = 0
     """Seed of every sample drawn."""
+    rules: str = "fade"
+    """How the separation scores treat ties and ratings. ``fade``: ties count one half, texts
+    rated 1 are left out, purity is undefined without a text rated 2. ``pie`` (PIE's stage
+    III): strict ``>`` (ties count against), texts rated 1 are negatives, purity is 0 without a
+    text rated 2, and purity is the average precision of the activations as they are (not of
+    the separating direction)."""
 
     @classmethod
     def pie(cls, **overrides) -> ScoreConfig:
-        """PIE's simplified variant (docs/METHODS.md §7): max pooling, one generation request, 10
-        top + 10 random texts rated, no faithfulness."""
+        """PIE's simplified evaluation (docs/METHODS.md §7): max pooling, one generation request,
+        10 top + 10 random texts rated, no faithfulness, and PIE's rules (``rules="pie"``)."""
         base = cls(reduce="max", n_generate=1, sampling="top_random", faithfulness=False,
-                   seed=42)  # fmt: skip
+                   seed=42, rules="pie")  # fmt: skip
         return replace(base, **overrides)
+
+    @classmethod
+    def pie_fade_rules(cls, **overrides) -> ScoreConfig:
+        """PIE's sampling with FADE's rules (ties one half, rating 1 left out): what
+        :meth:`pie` was before it followed PIE's rules (``--variant pie-fade``)."""
+        return cls.pie(rules="fade", **overrides)
 
     def to_json(self) -> dict:
         d = asdict(self)

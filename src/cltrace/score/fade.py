@@ -21,7 +21,14 @@ from jaxtyping import Float
 
 from cltrace.score.activations import Feature, sequence_scores
 from cltrace.score.config import ScoreConfig
-from cltrace.score.metrics import NAN, Score, gini, separation
+from cltrace.score.metrics import (
+    NAN,
+    Score,
+    average_precision,
+    gini,
+    separation,
+    strict_gini,
+)
 from cltrace.score.raters.base import Rater
 from cltrace.score.sampling import bin_sample, top_and_random
 from cltrace.score.steer import clamp_hooks, generate
@@ -31,11 +38,21 @@ FAITH_BATCH = 64
 
 
 def responsiveness_and_purity(
-    acts: Sequence[float], ratings: Sequence[int | None]
+    acts: Sequence[float], ratings: Sequence[int | None], rules: str = "fade"
 ) -> tuple[Score, Score]:
-    """``(G(N, P), AP(N, P))`` with P = activations of texts rated 2 and N = rated 0."""
+    """``(G(N, P), AP(N, P))`` with P = activations of texts rated 2 and N = rated 0 (``fade``
+    rules), or N = rated 0 or 1 with a strict statistic and purity 0 without positives (``pie``
+    rules, see :class:`~cltrace.score.config.ScoreConfig`)."""
     a = np.asarray(acts, dtype=float)
     r = np.asarray([-1 if v is None else v for v in ratings])
+    if rules == "pie":
+        pos, neg = a[r == 2], a[(r == 0) | (r == 1)]
+        if pos.size == 0:
+            return Score(
+                NAN, "no rated text clearly expresses the description (no rating 2)"
+            ), Score(0.0)
+        labels = np.r_[np.zeros(neg.size, bool), np.ones(pos.size, bool)]
+        return strict_gini(neg, pos), average_precision(np.r_[neg, pos], labels)
     pos, neg = a[r == 2], a[r == 0]
     if pos.size == 0:
         s = Score(NAN, "no rated text clearly expresses the description (no rating 2)")
@@ -76,7 +93,8 @@ def clarity(
                              max_tokens=cfg.max_tokens, batch_size=cfg.batch_size)[0]
     )  # fmt: skip
     info["synthetic_mean"] = float(syn.mean())
-    return gini(natural, syn), info, gen.failures
+    separate = strict_gini if cfg.rules == "pie" else gini
+    return separate(natural, syn), info, gen.failures
 
 
 def rate_natural(

@@ -100,7 +100,7 @@ def score_feature(
     idx, ratings, fails = fade.rate_natural(rater, description, texts, natural, cfg)
     failures += fails
     scores["responsiveness"], scores["purity"] = fade.responsiveness_and_purity(
-        natural[idx], ratings
+        natural[idx], ratings, cfg.rules
     )
     counts = {r: sum(1 for v in ratings if v == r) for r in (0, 1, 2)}
     info.update(n_rated=len(idx), ratings=counts,

@@ -64,6 +64,17 @@ def _midranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def strict_gini(neg: Sequence[float], pos: Sequence[float]) -> Score:
+    """``|2 P(a_pos > a_neg) - 1|`` with a strict ``>``: ties count as failures, not halves (the
+    statistic PIE's stage III uses). Two identical distributions give ``|2 P(>) - 1|``, not 0."""
+    n, p = _arr(neg), _arr(pos)
+    if p.size == 0 or n.size == 0:
+        which = "positive" if p.size == 0 else "negative"
+        return Score(NAN, f"no {which} samples")
+    greater = (p[:, None] > n[None, :]).mean()
+    return Score(float(abs(2 * greater - 1)))
+
+
 def gini(neg: Sequence[float], pos: Sequence[float]) -> Score:
     """FADE's separation ``|2 AUROC - 1|`` in [0, 1] (0: no separation, 1: perfect)."""
     a = auroc(neg, pos)
