@@ -80,7 +80,9 @@ def pie(
         "ioi", "--task", help="ioi, docstring, induction or greater_than (ignored with --data)."
     ),
     data: str | None = typer.Option(None, "--data", help="Your prompt-pair file instead."),
-    n: int = typer.Option(200, "--n", min=1, help="Prompt pairs to generate."),
+    n: int = typer.Option(
+        200, "--n", "--n-pairs", min=1, help="Prompt pairs to generate (--n-pairs under torchrun)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the generated pairs."),
     model: str | None = typer.Option(
         None, "--model", help="HF id or directory (default: bundled)."
@@ -159,6 +161,15 @@ def pie(
             "evaluate."
         )
     validate(cfg)
+    from cltrace import dist
+
+    world = dist.start()  # several processes under torchrun share stage I's prompts
+    if not world.is_main:
+        try:
+            run_pie(cfg, run_dir, force=force, world=world)
+        finally:
+            dist.finish(world)
+        return
     console = Console(stderr=False)
     n_prompts = n if data is None else _count_pairs(data)
     console.print(f"run directory: {run_dir}  (rerun the same command to resume)")
@@ -185,7 +196,10 @@ def pie(
 
     with Progress(console=console, transient=True) as bar:
         job = bar.add_task("stage I: scoring prompts", total=None)
-        results = run_pie(cfg, run_dir, progress=progress, force=force)
+        try:
+            results = run_pie(cfg, run_dir, progress=progress, force=force, world=world)
+        finally:
+            dist.finish(world)
     done_before = first[0] if first else 0
     console.print(
         f"stage I (prune): {results['n_prompts']} prompts ({results['n_prompts'] - done_before} "

@@ -16,6 +16,7 @@ An interrupted run restarted with the same directory skips the prompts already i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import warnings
@@ -25,12 +26,15 @@ from pathlib import Path
 
 import torch
 
+from cltrace.dist import World, all_ok, barrier
 from cltrace.errors import CltraceError, UsageError
 from cltrace.files import RunLock, atomic_write_json, check_out_path
 from cltrace.pie.rundir import (
     append_record,
     check_same_run,
     input_identity,
+    merge_rank_records,
+    rank_records,
     read_config,
     read_records,
 )
@@ -224,6 +228,7 @@ def run_pie(
     progress: Callable[[int, int], None] | None = None,
     stop_after: int | None = None,
     force: bool = False,
+    world: World | None = None,
 ) -> dict:
     """Run (or resume) stage I over the dataset and write the run directory; returns results.
 
@@ -231,7 +236,10 @@ def run_pie(
     (:mod:`cltrace.pie.behaviour`); ``force`` goes on when they do not.
 
     ``stop_after`` processes at most that many new prompts, then returns without aggregating
-    (used to test interruption and resumption).
+    (used to test interruption and resumption). Under torchrun (``world`` of several
+    processes) the prompts still to do are shared across ranks, each appending to its own
+    ``records.rank<r>.jsonl``; rank 0 merges them, writes the results and returns them (the
+    other ranks return ``{}``). The results equal a one-process run's.
     """
     from cltrace.models import load_model
     from cltrace.paths import BUNDLED_CLT_DIR
@@ -239,33 +247,53 @@ def run_pie(
     from cltrace.transcoders import load_transcoder
 
     validate(cfg)
+    world = world or World()
     out = Path(out)
     check_out_path(out, "run directory")
-    if out.is_dir():
+    if out.is_dir() and world.is_main:
         with RunLock(out):  # a directory in use fails now, not after the model has loaded
             pass
     adapter = load_model(cfg.model)
     transcoder = load_transcoder(cfg.transcoder or BUNDLED_CLT_DIR, model=adapter)
     pairs = _load_pairs(cfg, adapter)
     wanted = {**cfg.to_json(), "inputs": input_identity(cfg)}
-    with RunLock(out):
-        saved = read_config(out)
-        if saved is None:
-            _check_behaviour(cfg, adapter, pairs, out, force)
-            atomic_write_json(out / "config.json", wanted)
-        else:
-            check_same_run(out, saved, wanted)
+    lock = RunLock(out) if world.is_main else contextlib.nullcontext()
+    with lock:
+        failure = None
+        if world.is_main:
+            try:
+                saved = read_config(out)
+                if saved is None:
+                    _check_behaviour(cfg, adapter, pairs, out, force)
+                    atomic_write_json(out / "config.json", wanted)
+                else:
+                    check_same_run(out, saved, wanted)
+                merge_rank_records(out)  # what the ranks of an interrupted run finished
+                read_records(out, len(pairs))  # damaged lines set aside before others read
+            except CltraceError as exc:
+                failure = exc
+        if not all_ok(world, failure is None):
+            raise failure or CltraceError(
+                f"rank 0 stopped before stage I in {out}; its message says why."
+            )
         done = read_records(out, len(pairs))
         rec_path = out / "records.jsonl"
+        if world.distributed:
+            rec_path = rank_records(out, world.rank)
         todo = [i for i in range(len(pairs)) if i not in done]
+        mine = todo[world.rank :: world.size]  # computing a prompt depends on its index only
         if progress:  # the first call says how many prompts a resumed run already has
             progress(len(done), len(pairs))
-        for count, i in enumerate(todo):
+        for count, i in enumerate(mine):
             if stop_after is not None and count >= stop_after:
                 return {}
             append_record(rec_path, score_prompt(i, pairs[i], adapter, transcoder, cfg))
             if progress:
-                progress(len(done) + count + 1, len(pairs))
+                progress(len(done) + (count + 1) * world.size, len(pairs))
+        barrier(world)
+        if not world.is_main:
+            return {}
+        merge_rank_records(out)
         records = [json.loads(line) for line in read_records(out, len(pairs)).values()]
         records.sort(key=lambda r: r["index"])
         warn_small_active_sets(records, cfg)

@@ -178,6 +178,37 @@ def _record_index(line: str) -> int | None:
     return rec["index"]
 
 
+RANK_RECORDS = "records.rank*.jsonl"
+"""Per-rank record files of a run under torchrun, merged into ``records.jsonl`` by rank 0."""
+
+
+def rank_records(out: Path, rank: int) -> Path:
+    return out / f"records.rank{rank}.jsonl"
+
+
+def merge_rank_records(out: Path) -> int:
+    """Append the complete lines of every per-rank record file to ``records.jsonl`` and remove
+    the rank files; returns the number of lines moved. A line cut by an interruption is
+    dropped (its prompt is recomputed); duplicates are set aside by :func:`read_records`."""
+    moved = 0
+    files = sorted(out.glob(RANK_RECORDS))
+    if not files:
+        return 0
+    lines = []
+    for path in files:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        complete = text.split("\n")[:-1]  # the part after the last newline is unfinished
+        lines += [ln for ln in complete if ln.strip()]
+    with open(out / "records.jsonl", "a", encoding="utf-8") as f:
+        f.writelines(ln + "\n" for ln in lines)
+        f.flush()
+        os.fsync(f.fileno())
+    moved = len(lines)
+    for path in files:
+        path.unlink()
+    return moved
+
+
 def append_record(path: Path, record: dict) -> None:
     """Append one prompt's record and flush it to disk (the resume point after a crash)."""
     with open(path, "a", encoding="utf-8") as f:
