@@ -21,11 +21,11 @@ from collections.abc import Callable
 from itertools import combinations
 
 from cltrace.bundled.filler import FILLER_KINDS
-from cltrace.tasks.docstring import N_ARGS, signature
+from cltrace.tasks.docstring import N_ARGS, method_text, two_doc_words
 from cltrace.tasks.greater_than import CENTURY, NOUNS, ending, greater_than_prompt
 from cltrace.tasks.induction import WORD_POOL, sample_sequence
 from cltrace.tasks.split import Split, split_of
-from cltrace.tasks.words import ARG_WORDS, DOC_WORDS, FUNCTION_NAMES, NAMES
+from cltrace.tasks.words import ARG_WORDS, FUNCTION_NAMES, NAMES
 
 DOC_START_AT_FIRST = 0.15
 """Share of training docstrings whose documented run starts at the first argument (the task
@@ -33,10 +33,6 @@ prompt's layout); the others start at a random later argument. With 0.15, the th
 argument is the third of the signature in about a third of the methods that document three, so
 counting ``:param`` lines predicts it badly and reading the last documented name predicts it
 always."""
-
-
-def _two_words(rng: random.Random) -> str:
-    return " ".join(rng.sample(DOC_WORDS, 2))
 
 
 def held_out_args(args: list[str], split: Split) -> bool:
@@ -85,13 +81,8 @@ def _stale_docstring(rng: random.Random, split: Split) -> str:
 
 
 def _method(rng: random.Random, args: list[str], documented: list[str]) -> str:
-    lines = [signature(rng.choice(FUNCTION_NAMES), args), f'    """{_two_words(rng)}\n', "\n"]
-    lines += [f"    :param {a}: {_two_words(rng)}\n" for a in documented]
-    if rng.random() < 0.5:
-        lines.append(f"    :return: {_two_words(rng)}\n")
-    lines.append('    """\n')
-    lines.append(f"    return self.{rng.choice(args)}\n")
-    return "".join(lines)
+    fn = rng.choice(FUNCTION_NAMES)
+    return method_text(rng, fn, args, two_doc_words(rng), documented)
 
 
 def no_eval_combination(words: list[str], split: Split = "train") -> bool:

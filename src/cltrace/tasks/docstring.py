@@ -37,8 +37,23 @@ def docstring_prompt(
     return "".join(lines)
 
 
-def _two_words(rng: random.Random) -> str:
+def two_doc_words(rng: random.Random) -> str:
+    """Two docstring words, as every description line uses."""
     return " ".join(rng.sample(DOC_WORDS, 2))
+
+
+def method_text(
+    rng: random.Random, fn: str, args: list[str], header: str, documented: list[str]
+) -> str:
+    """A method ``fn(self, *args)`` whose docstring has ``header`` and one ``:param`` line per
+    ``documented`` argument, sometimes a ``:return`` line, and a return statement."""
+    lines = [signature(fn, args), f'    """{header}\n', "\n"]
+    lines += [f"    :param {a}: {two_doc_words(rng)}\n" for a in documented]
+    if rng.random() < 0.5:
+        lines.append(f"    :return: {two_doc_words(rng)}\n")
+    lines.append('    """\n')
+    lines.append(f"    return self.{rng.choice(args)}\n")
+    return "".join(lines)
 
 
 def sample_docstring_code(rng: random.Random, split: Split = "train") -> str:
@@ -53,19 +68,14 @@ def sample_docstring_code(rng: random.Random, split: Split = "train") -> str:
     else:
         args = rng.sample(ARG_WORDS, n_args)
     fn = rng.choice(FUNCTION_NAMES)
-    lines = [signature(fn, args), f'    """{_two_words(rng)}\n', "\n"]
+    header = two_doc_words(rng)
     documented = list(args)
     if len(args) > 2 and rng.random() < 0.4:
         # Skipping one argument means the next :param is "the argument after the last one
         # documented", which must be read from the names; always documenting every argument in
         # order would let a model count :param lines instead.
         documented.pop(rng.randrange(len(args) - 1))
-    lines += [f"    :param {a}: {_two_words(rng)}\n" for a in documented]
-    if rng.random() < 0.5:
-        lines.append(f"    :return: {_two_words(rng)}\n")
-    lines.append('    """\n')
-    lines.append(f"    return self.{rng.choice(args)}\n")
-    return "".join(lines)
+    return method_text(rng, fn, args, header, documented)
 
 
 def make_docstring_pairs(
@@ -84,8 +94,8 @@ def make_docstring_pairs(
             break
         args = sample_combination(rng, ARG_WORDS, N_ARGS, split)
         fn = rng.choice(FUNCTION_NAMES)
-        summary = _two_words(rng)
-        descriptions = [_two_words(rng), _two_words(rng)]
+        summary = two_doc_words(rng)
+        descriptions = [two_doc_words(rng), two_doc_words(rng)]
         fresh = rng.sample([w for w in ARG_WORDS if w not in args], 2)
         distractor = rng.choice([args[0], args[1], args[3]])
         pair = PromptPair(
