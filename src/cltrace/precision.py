@@ -58,9 +58,9 @@ def parse_device(name: str | torch.device | None, option: str = "--device") -> t
                 "no driver); install a CUDA build of torch or use --device cpu."
             )
         if device.index is not None and device.index >= torch.cuda.device_count():
+            n = torch.cuda.device_count()
             raise UsageError(
-                f"{option} {text}: this machine has {torch.cuda.device_count()} GPU(s); pick "
-                "cuda:0 .. cuda:{n}.".replace("{n}", str(torch.cuda.device_count() - 1))
+                f"{option} {text}: this machine has {n} GPU(s); pick cuda:0 .. cuda:{n - 1}."
             )
     elif device.type == "mps":
         if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):

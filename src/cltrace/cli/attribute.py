@@ -132,7 +132,6 @@ def attribute_cmd(
             as_json,
             allow_unk,
             t0,
-            where,
             tc_opts,
         )
         return
@@ -207,7 +206,6 @@ def _attribute_file(
     as_json: bool,
     allow_unk: bool,
     t0: float,
-    where: dict,
     tc_opts: dict,
 ) -> None:
     """``--data``: one graph per prompt, this rank's share under torchrun."""
@@ -219,9 +217,11 @@ def _attribute_file(
     from cltrace.transcoders import load_transcoder
 
     items = read_prompt_file(data)  # before the model loads
-    device = where["device"]
+    device = tc_opts["device"]
     if device.type == "cuda" and device.index is None:
-        device = where["device"] = dist.local_device(device)  # one GPU per rank
+        device = dist.local_device(device)  # one GPU per rank, for model and transcoder alike
+        tc_opts = {**tc_opts, "device": device}
+    where = {"device": device, "dtype": tc_opts["dtype"]}
     world = dist.start(str(device))
     try:
         with _output_folder(Path(out)):

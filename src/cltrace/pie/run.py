@@ -259,7 +259,7 @@ def run_pie(
     wanted = {**cfg.to_json(), "inputs": input_identity(cfg)}
     lock = RunLock(out) if world.is_main else contextlib.nullcontext()
     with lock:
-        failure = None
+        failure, done = None, {}
         if world.is_main:
             try:
                 saved = read_config(out)
@@ -269,14 +269,15 @@ def run_pie(
                 else:
                     check_same_run(out, saved, wanted)
                 merge_rank_records(out)  # what the ranks of an interrupted run finished
-                read_records(out, len(pairs))  # damaged lines set aside before others read
+                done = read_records(out, len(pairs))  # damaged lines set aside before others read
             except CltraceError as exc:
                 failure = exc
         if not all_ok(world, failure is None):
             raise failure or CltraceError(
                 f"rank 0 stopped before stage I in {out}; its message says why."
             )
-        done = read_records(out, len(pairs))
+        if not world.is_main:
+            done = read_records(out, len(pairs))
         rec_path = out / "records.jsonl"
         if world.distributed:
             rec_path = rank_records(out, world.rank)

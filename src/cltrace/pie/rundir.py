@@ -190,7 +190,6 @@ def merge_rank_records(out: Path) -> int:
     """Append the complete lines of every per-rank record file to ``records.jsonl`` and remove
     the rank files; returns the number of lines moved. A line cut by an interruption is
     dropped (its prompt is recomputed); duplicates are set aside by :func:`read_records`."""
-    moved = 0
     files = sorted(out.glob(RANK_RECORDS))
     if not files:
         return 0
@@ -203,10 +202,9 @@ def merge_rank_records(out: Path) -> int:
         f.writelines(ln + "\n" for ln in lines)
         f.flush()
         os.fsync(f.fileno())
-    moved = len(lines)
     for path in files:
         path.unlink()
-    return moved
+    return len(lines)
 
 
 def append_record(path: Path, record: dict) -> None:
