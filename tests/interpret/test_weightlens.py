@@ -5,7 +5,15 @@ import contextlib
 import pytest
 import torch
 
-from cltrace.interpret.weightlens import WeightLens, WeightLensConfig, z_outliers
+from cltrace.interpret.weightlens import (
+    REFERENCE_VOCAB,
+    REFERENCE_WINDOW,
+    WeightLens,
+    WeightLensConfig,
+    noise_max_z,
+    token_threshold,
+    z_outliers,
+)
 from cltrace.testing import random_transcoder, tiny_model
 
 TOKEN = 57  # vocabulary id of "w53" in the tiny word tokenizer
@@ -113,3 +121,26 @@ def test_feature_without_tokens_gets_no_description_and_a_reason():
     res = WeightLens(adapter, tc).analyse((0, 1))
     assert res.description_ids == [] and res.description() == ""
     assert "no validated input tokens" in res.reason
+
+
+def test_token_threshold_scales_with_the_vocabulary():
+    # the reference setting keeps the threshold WeightLens was tuned with
+    assert token_threshold(REFERENCE_VOCAB, REFERENCE_WINDOW) == pytest.approx(5.5, abs=1e-12)
+    small, large = token_threshold(886, 1000), token_threshold(50_257, 1000)
+    assert 2.8 < small < 3.6 and 5.0 < large < 5.8
+    # noise_max_z is a median: fresh noise (another seed) beats it in about half the draws
+    n, k = 886, 1000
+    gen = torch.Generator().manual_seed(123)
+    tops = torch.stack([torch.randn(n, generator=gen).topk(k if k < n else n).values
+                        for _ in range(400)])  # fmt: skip
+    z = (tops[:, 0] - tops.mean(1)) / tops.std(1)
+    frac = float((z > noise_max_z(n, k)).float().mean())
+    assert 0.42 < frac < 0.58, frac
+
+
+def test_threshold_follows_the_config_or_the_vocabulary(built):
+    adapter, tc = built
+    assert WeightLens(adapter, tc, WeightLensConfig(threshold_tokens=4.25)).threshold_tokens == 4.25
+    wl = WeightLens(adapter, tc, WeightLensConfig())
+    n_tokens = adapter.W_U.shape[1] - len(wl.special)
+    assert wl.threshold_tokens == token_threshold(n_tokens, 1000)

@@ -13,6 +13,7 @@ upstream feature ``(l', i')`` is ``<sum_{l' <= s < l} W_dec^{l'->s}[i'], W_enc^l
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -32,9 +33,10 @@ class WeightLensConfig:
 
     top_k_tokens: int = 1000
     """Window of largest token scores in which z-scores are computed (clipped to the vocab)."""
-    threshold_tokens: float = 3.5
-    """Keep token-input and logit scores with z above this within the window (paper: 5.5 for
-    256k-token vocabularies; the bundled word-level vocabulary is far smaller)."""
+    threshold_tokens: float | None = None
+    """Keep token-input and logit scores with z above this within the window. ``None`` scales it
+    with the vocabulary (:func:`token_threshold`): 5.5 for a 256k-token vocabulary and a
+    1,000-token window, as WeightLens was tuned on Gemma, about 3.2 for the bundled 886 words."""
     top_k_features: int = 100
     """Window of largest virtual weights per upstream layer."""
     threshold_features: float = 4.0
@@ -91,6 +93,32 @@ class WeightLensResult:
         return asdict(self)
 
 
+REFERENCE_VOCAB, REFERENCE_WINDOW, REFERENCE_THRESHOLD = 256_000, 1000, 5.5
+"""The setting WeightLens' token threshold was chosen for (Gemma's vocabulary, top-1000 window)."""
+
+
+@functools.lru_cache(maxsize=32)
+def noise_max_z(n: int, k: int, draws: int = 128, seed: int = 0) -> float:
+    """Median, over ``draws`` seeded standard-normal score vectors of length ``n``, of the largest
+    z-score within their ``k`` largest values: how far pure noise's top entry stands out.
+
+    Within a fixed window the tail of a larger vocabulary is flatter, so its top entry stands
+    out more (about 5.5 for 256k values, 3.2 for 886 with a 1,000 window)."""
+    gen = torch.Generator().manual_seed(seed)
+    k = min(k, n)
+    tops = torch.stack([torch.randn(n, generator=gen).topk(k).values for _ in range(draws)])
+    z = (tops[:, 0] - tops.mean(1)) / tops.std(1)
+    return float(z.median())
+
+
+def token_threshold(n_tokens: int, window: int) -> float:
+    """Token z threshold for a vocabulary of ``n_tokens`` scored in a top-``window`` window: the
+    reference threshold scaled by how far noise's top entry stands out here relative to the
+    reference setting, so a threshold is equally strict against noise on every vocabulary."""
+    here = noise_max_z(n_tokens, window)
+    return REFERENCE_THRESHOLD * here / noise_max_z(REFERENCE_VOCAB, REFERENCE_WINDOW)
+
+
 def z_outliers(
     values: Float[Tensor, " n"], k: int, threshold: float, largest: bool = True
 ) -> tuple[Int[Tensor, " m"], Float[Tensor, " m"], Float[Tensor, " m"]]:
@@ -128,6 +156,13 @@ class WeightLens:
             cfg_hf, "n_positions", 0
         )
         self.max_sequence = min(self.cfg.max_sequence, (n_ctx or 10**9) - 1)
+        # the token z threshold in use: the configured one, or scaled with the vocabulary
+        n_tokens = self.W_U.shape[1] - (len(self.special) if self.cfg.skip_special else 0)
+        self.threshold_tokens = (
+            self.cfg.threshold_tokens
+            if self.cfg.threshold_tokens is not None
+            else token_threshold(n_tokens, self.cfg.top_k_tokens)
+        )
 
     # ------------------------------------------------------------------ weights
     def encoder(self, key: FeatureKey) -> Float[Tensor, " D"]:
@@ -176,7 +211,7 @@ class WeightLens:
         res = WeightLensResult(layer, key[1])
         e = self.encoder(key)
         tau = self._masked(self.W_E @ e, -float("inf"))
-        ids, vals, z = z_outliers(tau, cfg.top_k_tokens, cfg.threshold_tokens)
+        ids, vals, z = z_outliers(tau, cfg.top_k_tokens, self.threshold_tokens)
         res.input_tokens = self._token_list(ids, vals.tolist(), z.tolist())
         if ids.numel():
             acts = self.activations_on(key, [[int(i)] for i in ids])[:, 0]
@@ -186,7 +221,7 @@ class WeightLens:
         for largest, target in ((True, res.promoted), (False, res.suppressed)):
             fill = -float("inf") if largest else float("inf")
             i2, v2, z2 = z_outliers(self._masked(o, fill), cfg.top_k_tokens,
-                                    cfg.threshold_tokens, largest)  # fmt: skip
+                                    self.threshold_tokens, largest)  # fmt: skip
             target.extend(self._token_list(i2, v2.tolist(), z2.tolist()))
         res.upstream = self._upstream(key, e, tau)
         direct = [t["id"] for t in res.input_tokens if t.get("activation", 0.0) > 0]
