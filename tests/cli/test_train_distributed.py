@@ -12,6 +12,11 @@ from safetensors.torch import load_file
 
 from tests.cli.conftest import CLTRACE, _env
 
+# Two ranks sum their gradients in another order than one process does; Adam divides each step by
+# the root of the running squared gradient, so rounding in a near-zero gradient moves a weight by
+# up to ~1e-5 after 30 steps (1.4e-5 seen on a threshold of 0.31). Training on other data (200
+# documents instead of 400) moves 19 of the 20 tensors by 2.5e-3 to 4e-2 of their scale.
+TOL = 1e-4
 ARGS = ["train", "clt", "--steps", "30", "--features", "64", "--n-docs", "400", "--no-progress"]
 
 
@@ -47,7 +52,7 @@ def test_two_ranks_follow_one_process_and_resume_in_one(tmp_path):
     wa, wb = _weights(one), _weights(two)
     assert wa.keys() == wb.keys()
     for k in wa:
-        assert (wa[k] - wb[k]).abs().max() <= 1e-5 * (1 + wa[k].abs().max()), k
+        assert (wa[k] - wb[k]).abs().max() <= TOL * (1 + wa[k].abs().max()), k
 
     # two processes stop at step 20, leaving a checkpoint; one process finishes the run
     script = tmp_path / "stop.py"
@@ -60,7 +65,7 @@ def test_two_ranks_follow_one_process_and_resume_in_one(tmp_path):
     assert done.returncode == 0, done.stderr
     wm = _weights(mixed)
     for k in wa:
-        assert (wa[k] - wm[k]).abs().max() <= 1e-5 * (1 + wa[k].abs().max()), k
+        assert (wa[k] - wm[k]).abs().max() <= TOL * (1 + wa[k].abs().max()), k
 
 
 # what `cltrace train clt` ARGS does, stopped after 20 of its 30 steps on every rank

@@ -7,7 +7,7 @@ import torch
 
 from cltrace.errors import CltraceError
 from cltrace.interpret.features import encode_subset
-from cltrace.interpret.store import StoreConfig, build_store
+from cltrace.interpret.store import StoreConfig, build_store, build_stores
 from tests.interpret.conftest import tiny_docs
 
 FEATURES = [(0, 3), (1, 5), (0, 11), (1, 0)]
@@ -106,3 +106,28 @@ def test_other_features_in_same_directory_are_refused(tiny, tmp_path):
     build_store(adapter, tc, FEATURES, tmp_path / "s", CFG, docs=docs)
     with pytest.raises(CltraceError, match="other features"):
         build_store(adapter, tc, FEATURES[:2], tmp_path / "s", CFG, docs=docs)
+
+
+def test_one_shared_scan_gives_each_store_what_a_scan_of_its_own_gives(tiny, tmp_path):
+    adapter, tc = tiny
+    docs = tiny_docs(70, seed=5)
+    kept, other = FEATURES, [(1, 5), (0, 2), (1, 9)]  # overlapping sets, different layers/orders
+    for name, feats in (("kept", kept), ("other", other)):
+        build_store(adapter, tc, feats, tmp_path / f"alone-{name}", CFG, docs=docs)
+    # the second store is half done already: only its missing chunks add work for it
+    build_stores(adapter, tc, [(other, tmp_path / "shared-other", False)], CFG, docs=docs,
+                 stop_after_chunks=2)  # fmt: skip
+    stores, stats = build_stores(adapter, tc, [(kept, tmp_path / "shared-kept", False),
+                                               (other, tmp_path / "shared-other", False)],
+                                 CFG, docs=docs)  # fmt: skip
+    assert stats.n_chunks_computed == 5  # one pass over the 5 chunks serves both stores
+    assert [s.features for s in stores] == [kept, other]
+    for name in ("kept", "other"):
+        alone = json.loads((tmp_path / f"alone-{name}" / "store.json").read_text())
+        shared = json.loads((tmp_path / f"shared-{name}" / "store.json").read_text())
+        assert shared == alone
+    # a finished pair of stores needs no scan at all
+    _, again = build_stores(adapter, tc, [(kept, tmp_path / "shared-kept", False),
+                                          (other, tmp_path / "shared-other", False)],
+                            CFG, docs=docs)  # fmt: skip
+    assert again.n_chunks_computed == 0

@@ -81,9 +81,20 @@ def feature_activations(
     features: Sequence[FeatureKey],
 ) -> Float[Tensor, "batch pos K"]:
     """Activations of each listed feature at every position, in the order of ``features``."""
+    x = mlp_inputs(adapter, tokens, sorted({f[0] for f in features}))
+    return encode_features(transcoder, x, features)
+
+
+def encode_features(
+    transcoder: CrossLayerTranscoder,
+    x: dict[int, Tensor],
+    features: Sequence[FeatureKey],
+) -> Float[Tensor, "batch pos K"]:
+    """Activations of ``features`` from the transcoder inputs ``x`` (by layer, ``[batch, pos,
+    d]``). The result for a list does not depend on what else was computed from the same ``x``,
+    so one model pass can serve several feature lists bit for bit."""
     layers = sorted({f[0] for f in features})
-    x = mlp_inputs(adapter, tokens, layers)
-    out = torch.zeros(*tokens.shape, len(features))
+    out = torch.zeros(*x[layers[0]].shape[:2], len(features)) if layers else torch.zeros(0)
     for layer in layers:
         cols = [j for j, f in enumerate(features) if f[0] == layer]
         ids = torch.tensor([features[j][1] for j in cols])

@@ -29,7 +29,7 @@ import torch
 
 from cltrace.errors import CltraceError
 from cltrace.files import atomic_write_text
-from cltrace.interpret.features import FeatureKey, feature_activations, pad_batch
+from cltrace.interpret.features import FeatureKey, encode_features, mlp_inputs, pad_batch
 from cltrace.models.adapter import ModelAdapter
 from cltrace.transcoders import CrossLayerTranscoder
 
@@ -88,34 +88,54 @@ def scan_chunk(
     doc_offset: int,
     batch_size: int,
 ) -> dict[str, np.ndarray]:
-    """Every active (feature, doc, pos, value) of one chunk, plus its non-BOS token count.
+    """Every active (feature, doc, pos, value) of one chunk, plus its non-BOS token count."""
+    return scan_chunk_sets(adapter, transcoder, [features], rows, doc_offset, batch_size)[0]
+
+
+@torch.no_grad()
+def scan_chunk_sets(
+    adapter: ModelAdapter,
+    transcoder: CrossLayerTranscoder,
+    feature_sets: Sequence[Sequence[FeatureKey]],
+    rows: Sequence[Sequence[int]],
+    doc_offset: int,
+    batch_size: int,
+) -> list[dict[str, np.ndarray]]:
+    """:func:`scan_chunk` for several feature lists from one model pass per batch; each list's
+    result equals a scan of that list alone, bit for bit (its features are encoded on their own).
 
     Documents are batched in order of length, so padding (wasted compute) stays small.
     """
+    layers = sorted({f[0] for feats in feature_sets for f in feats})
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-    parts: list[tuple] = []
+    parts: list[list[tuple]] = [[] for _ in feature_sets]
     n_tokens = 0
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         batch = [rows[i] for i in idx]
         lengths = torch.tensor([len(r) for r in batch])
         toks = pad_batch(batch, adapter.bos_token_id)
-        acts = feature_activations(adapter, transcoder, toks, features)
-        pos = torch.arange(acts.shape[1])
+        x = mlp_inputs(adapter, toks, layers)
+        pos = torch.arange(toks.shape[1])
         valid = (pos[None, :] < lengths[:, None]) & (pos[None, :] > 0)
-        acts = acts * valid[..., None]
         n_tokens += int(valid.sum())
-        b, p, j = (acts > 0).nonzero(as_tuple=True)
-        doc = torch.tensor(idx, dtype=torch.long)[b] + doc_offset
-        parts.append((j.numpy(), doc.numpy(), p.numpy(), acts[b, p, j].numpy()))
-    cat = [np.concatenate([x[i] for x in parts]) if parts else np.zeros(0) for i in range(4)]
-    return {
-        "n_tokens": np.int64(n_tokens),
-        "feature": cat[0].astype(np.int32),
-        "doc": cat[1].astype(np.int32),
-        "pos": cat[2].astype(np.int32),
-        "value": cat[3].astype(np.float32),
-    }
+        for s, feats in enumerate(feature_sets):
+            acts = encode_features(transcoder, x, feats) * valid[..., None]
+            b, p, j = (acts > 0).nonzero(as_tuple=True)
+            doc = torch.tensor(idx, dtype=torch.long)[b] + doc_offset
+            parts[s].append((j.numpy(), doc.numpy(), p.numpy(), acts[b, p, j].numpy()))
+    out = []
+    for set_parts in parts:
+        cat = [np.concatenate([x[i] for x in set_parts]) if set_parts else np.zeros(0)
+               for i in range(4)]  # fmt: skip
+        out.append({
+            "n_tokens": np.int64(n_tokens),
+            "feature": cat[0].astype(np.int32),
+            "doc": cat[1].astype(np.int32),
+            "pos": cat[2].astype(np.int32),
+            "value": cat[3].astype(np.float32),
+        })  # fmt: skip
+    return out
 
 
 def _sample_key(feature: FeatureKey, doc: int) -> int:
@@ -195,18 +215,18 @@ def build_store(
     ``out`` built for other features or options is an error, or with ``replace_stale`` is
     deleted and rebuilt.
     """
-    from cltrace.interpret.corpus import load_corpus
+    stores, stats = build_stores(adapter, transcoder, [(features, out, replace_stale)], cfg, docs,
+                                 progress, stop_after_chunks)  # fmt: skip
+    return stores[0], stats
 
-    cfg = cfg or StoreConfig()
-    features = [(int(a), int(b)) for a, b in features]
-    if not features:
-        raise CltraceError("no features to store; pass a non-empty feature list.")
-    t0 = time.perf_counter()
-    out = Path(out)
+
+def open_store(adapter, features: list[FeatureKey], out: Path, cfg: StoreConfig, n_docs: int,
+                replace_stale: bool) -> None:  # fmt: skip
+    """Check (or create) the store directory's ``meta.json`` for these features and options;
+    :class:`StaleStoreError` when it was built for others (unless ``replace_stale`` clears it)."""
     (out / "chunks").mkdir(parents=True, exist_ok=True)
-    docs = list(docs) if docs is not None else load_corpus(cfg.corpus, cfg.n_docs, cfg.corpus_seed)
     meta = {"features": [list(f) for f in features], "config": asdict(cfg),
-            "n_docs": len(docs), "model": adapter.name}  # fmt: skip
+            "n_docs": n_docs, "model": adapter.name}  # fmt: skip
     meta_path = out / "meta.json"
     if meta_path.exists() and json.loads(meta_path.read_text()) != meta and replace_stale:
         for f in (out / "chunks").glob("*.npz"):
@@ -221,26 +241,60 @@ def build_store(
             )
     else:
         atomic_write_text(meta_path, json.dumps(meta))
+
+
+def build_stores(
+    adapter: ModelAdapter,
+    transcoder: CrossLayerTranscoder,
+    jobs: Sequence[tuple[Sequence[FeatureKey], str | Path, bool]],
+    cfg: StoreConfig | None = None,
+    docs: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    stop_after_chunks: int | None = None,
+) -> tuple[list[ActivationStore | None], ScanStats]:
+    """Several stores (``(features, directory, replace_stale)`` each) from ONE scan of the corpus.
+
+    Each chunk that any store still lacks gets one model pass, from which every store lacking it
+    encodes its own features, so every store holds exactly what scanning it alone would. Each
+    directory resumes and checks its options as :func:`build_store` does.
+    """
+    from cltrace.interpret.corpus import load_corpus
+
+    cfg = cfg or StoreConfig()
+    t0 = time.perf_counter()
+    docs = list(docs) if docs is not None else load_corpus(cfg.corpus, cfg.n_docs, cfg.corpus_seed)
+    sets = [[(int(a), int(b)) for a, b in feats] for feats, _, _ in jobs]
+    outs = [Path(o) for _, o, _ in jobs]
+    if not sets or any(not f for f in sets):
+        raise CltraceError("no features to store; pass a non-empty feature list.")
+    for feats, out, (_, _, stale) in zip(sets, outs, jobs, strict=True):
+        open_store(adapter, feats, out, cfg, len(docs), stale)
     n_chunks = (len(docs) + cfg.chunk_docs - 1) // cfg.chunk_docs
     computed = 0
     for c in range(n_chunks):
-        path = out / "chunks" / f"{c:05d}.npz"
-        if path.exists():
+        paths = [out / "chunks" / f"{c:05d}.npz" for out in outs]
+        missing = [i for i, path in enumerate(paths) if not path.exists()]
+        if not missing:
             continue
         if stop_after_chunks is not None and computed >= stop_after_chunks:
-            return None, ScanStats(time.perf_counter() - t0, len(docs), 0, computed)
+            return [None] * len(sets), ScanStats(time.perf_counter() - t0, len(docs), 0, computed)
         lo = c * cfg.chunk_docs
         rows = _tokenize(adapter, docs[lo : lo + cfg.chunk_docs], cfg.max_tokens)
-        chunk = scan_chunk(adapter, transcoder, features, rows, lo, cfg.batch_size)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, **chunk)
-        tmp.replace(path)
+        chunks = scan_chunk_sets(adapter, transcoder, [sets[i] for i in missing], rows, lo,
+                                 cfg.batch_size)  # fmt: skip
+        for i, chunk in zip(missing, chunks, strict=True):
+            tmp = paths[i].with_suffix(".tmp.npz")
+            np.savez_compressed(tmp, **chunk)
+            tmp.replace(paths[i])
         computed += 1
         if progress:
             progress(min(lo + cfg.chunk_docs, len(docs)), len(docs))
-    store = finish_store(adapter, transcoder, features, out, cfg, docs, n_chunks)
-    n_tok = store.data["n_tokens"]
-    return store, ScanStats(time.perf_counter() - t0, len(docs), n_tok, computed)
+    stores: list[ActivationStore | None] = [
+        finish_store(adapter, transcoder, feats, out, cfg, docs, n_chunks)
+        for feats, out in zip(sets, outs, strict=True)
+    ]
+    n_tok = stores[0].data["n_tokens"] if stores[0] is not None else 0
+    return stores, ScanStats(time.perf_counter() - t0, len(docs), n_tok, computed)
 
 
 def finish_store(

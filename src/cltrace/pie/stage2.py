@@ -28,7 +28,7 @@ from cltrace.files import RunLock, atomic_write_json, read_json, require_run_dir
 from cltrace.interpret.detail import description_entry, detail_files, write_details
 from cltrace.interpret.explainers import ExplainContext, get_explainer
 from cltrace.interpret.features import FeatureKey
-from cltrace.interpret.store import StaleStoreError, StoreConfig, build_store
+from cltrace.interpret.store import StaleStoreError, StoreConfig, build_stores
 from cltrace.pie.stages import read_kept_features, read_run_config
 
 
@@ -92,21 +92,9 @@ def active_set(adapter, transcoder, run_cfg: dict) -> list[FeatureKey]:
     return sorted(seen)
 
 
-def _explain_set(name, features, store_dir, adapter, tc, cfg, client, options, console):
-    """Store + explain one feature set; returns (store, explanations, cost, staged store dir)."""
-    bar = None
-    if console is not None:
-        from rich.progress import Progress
-
-        bar = Progress(console=console, transient=True)
-        bar.start()
-        job = bar.add_task(f"stage II ({name}): scanning corpus", total=None)
-    try:
-        progress = (lambda i, n: bar.update(job, completed=i, total=n)) if bar else None
-        store, scan, staged = _store(adapter, tc, features, store_dir, cfg.store, progress)
-    finally:
-        if bar is not None:
-            bar.stop()
+def _explain_set(name, features, scanned, adapter, tc, cfg, client, options, console):
+    """Explain one feature set from its store; returns (store, explanations, cost, staged dir)."""
+    store, scan, staged, n_sets = scanned
     ctx = ExplainContext(adapter, tc, store, client, options)
     t0 = time.perf_counter()
     _console_print(console, f"stage II ({name}): explaining {len(features)} features "
@@ -118,6 +106,7 @@ def _explain_set(name, features, store_dir, adapter, tc, cfg, client, options, c
         "n_features": len(features),
         "store_seconds": scan.seconds,
         "store_chunks_computed": scan.n_chunks_computed,
+        "store_sets_in_scan": n_sets,
         "corpus_docs": scan.n_docs,
         "corpus_tokens": scan.n_tokens,
         "explain_seconds": seconds,
@@ -130,25 +119,44 @@ def _explain_set(name, features, store_dir, adapter, tc, cfg, client, options, c
     return store, explanations, cost, staged
 
 
-def _store(adapter, tc, features, store_dir: Path, cfg: StoreConfig, progress):
-    """Build or resume the activation store in ``store_dir``; returns ``(store, scan, staged)``.
+def _stores(adapter, tc, sets, cfg: StoreConfig, console):
+    """Build or resume the activation stores of ``sets`` (``[(features, directory)]``) in one
+    shared scan of the corpus; returns ``[(store, scan, staged, len(sets))]`` in the same order.
 
-    A store there that was built for other features or options belongs to the earlier stage-II
-    output, so it is not replaced now: the new one is built in ``<store_dir>.next`` (``staged``,
-    resumable like any store) and takes the old one's place only when the stage succeeds.
+    A store in a directory that was built for other features or options belongs to the earlier
+    stage-II output, so it is not replaced now: the new one is built in ``<directory>.next``
+    (``staged``, resumable like any store) and takes the old one's place only when the stage
+    succeeds. The scan's time is the shared pass's (recorded for every set).
     """
     from cltrace.interpret.corpus import load_corpus
+    from cltrace.interpret.store import open_store
 
     docs = load_corpus(cfg.corpus, cfg.n_docs, cfg.corpus_seed)
+    jobs, staged_dirs = [], []
+    for features, store_dir in sets:
+        try:
+            open_store(adapter, features, store_dir, cfg, len(docs), replace_stale=False)
+            jobs.append((features, store_dir, False))
+            staged_dirs.append(None)
+        except StaleStoreError:
+            staged = store_dir.with_name(store_dir.name + ".next")
+            jobs.append((features, staged, True))
+            staged_dirs.append(staged)
+    bar = None
+    if console is not None:
+        from rich.progress import Progress
+
+        bar = Progress(console=console, transient=True)
+        bar.start()
+        job = bar.add_task("stage II: scanning corpus", total=None)
     try:
-        store, scan = build_store(adapter, tc, features, store_dir, cfg, docs=docs,
-                                  progress=progress)  # fmt: skip
-        return store, scan, None
-    except StaleStoreError:
-        staged = store_dir.with_name(store_dir.name + ".next")
-        store, scan = build_store(adapter, tc, features, staged, cfg, docs=docs,
-                                  progress=progress, replace_stale=True)  # fmt: skip
-        return store, scan, staged
+        progress = (lambda i, n: bar.update(job, completed=i, total=n)) if bar else None
+        stores, scan = build_stores(adapter, tc, jobs, cfg, docs=docs, progress=progress)
+    finally:
+        if bar is not None:
+            bar.stop()
+    return [(store, scan, staged, len(sets))
+            for store, staged in zip(stores, staged_dirs, strict=True)]  # fmt: skip
 
 
 def _promote(staged: Path | None, target: Path) -> None:
@@ -227,9 +235,15 @@ def interpret_run(
 def _stage_outputs(run_dir, features, adapter, tc, run_cfg, cfg, client, options, console):
     """Everything stage II writes, computed in memory: descriptions (kept and random), the
     feature detail files and the cost record."""
-    store, expl, cost_kept, staged = _explain_set("kept", features, run_dir / "activations",
-                                                  adapter, tc, cfg, client, options,
-                                                  console)  # fmt: skip
+    sets = [(features, run_dir / "activations")]
+    if cfg.compare_random:
+        pool = active_set(adapter, tc, run_cfg)
+        sample = sorted(random.Random(cfg.random_seed).sample(pool, min(len(features),
+                                                                        len(pool))))  # fmt: skip
+        sets.append((sample, run_dir / "activations_random"))
+    scanned = _stores(adapter, tc, sets, cfg.store, console)
+    store, expl, cost_kept, staged = _explain_set("kept", features, scanned[0], adapter, tc, cfg,
+                                                  client, options, console)  # fmt: skip
     if client is not None:
         client.check_answered()  # an endpoint that answered nothing is a failed stage
     out = {
@@ -239,12 +253,9 @@ def _stage_outputs(run_dir, features, adapter, tc, run_cfg, cfg, client, options
         "stores": {run_dir / "activations": staged},
     }
     if cfg.compare_random:
-        pool = active_set(adapter, tc, run_cfg)
-        sample = sorted(random.Random(cfg.random_seed).sample(pool, min(len(features),
-                                                                        len(pool))))  # fmt: skip
         r_dir = run_dir / "activations_random"
         r_store, r_expl, cost_rand, r_staged = _explain_set(
-            "random", sample, r_dir, adapter, tc, cfg, client, options, console
+            "random", sample, scanned[1], adapter, tc, cfg, client, options, console
         )
         out["stores"][r_dir] = r_staged
         out["descriptions_random"] = _descriptions(r_store, r_expl)

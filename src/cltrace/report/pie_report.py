@@ -110,7 +110,9 @@ def stage3_table_html(run: Path) -> str:
     cost = json.loads(cost_path.read_text()) if cost_path.exists() else {}
     head = "".join(f"<th>{name} ({s['n_features']} features)</th>" for name, s in sets)
     rows = []
-    for label, field in (("stage II seconds", "explain_seconds"), ("store seconds",
+    shared = all(cost.get(name, {}).get("store_sets_in_scan", 1) > 1 for name, _ in sets)
+    store_label = "store seconds (one scan for both)" if shared else "store seconds"
+    for label, field in (("stage II seconds", "explain_seconds"), (store_label,
                          "store_seconds"), ("LLM calls", "llm_calls")):  # fmt: skip
         if all(field in cost.get(name, {}) for name, _ in sets):
             cells = "".join(f"<td>{_fmt(float(cost[name][field]))}</td>" for name, _ in sets)
