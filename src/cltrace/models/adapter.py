@@ -393,6 +393,52 @@ class ModelAdapter:
             yield
 
     @contextlib.contextmanager
+    def resume_after(self, layer: int, hidden: Tensor) -> Iterator[None]:
+        """Inside the block, a forward pass skips blocks ``0..layer``: block ``layer`` outputs
+        ``hidden`` (``[batch, pos, d_model]``, the batch of the tokens passed) and only the
+        blocks after it, the final norm and the unembedding run.
+
+        For work that changes nothing before block ``layer``'s output, e.g. patches whose
+        earliest site is that block's MLP output: the skipped blocks' values are the clean
+        run's, so they need not be computed again. Hooks inside skipped blocks do not fire.
+        """
+        if not 0 <= layer < self.n_layers:
+            raise ValueError(f"layer {layer} is outside 0..{self.n_layers - 1}")
+        as_tuple = self._block_returns_tuple()
+
+        def skipped(value):
+            def forward(*args, **kwargs):
+                x = value if value is not None else (args[0] if args else kwargs["hidden_states"])
+                return (x,) if as_tuple else x
+
+            return forward
+
+        blocks = self._blocks[: layer + 1]
+        try:
+            for j, block in enumerate(blocks):
+                block.forward = skipped(hidden if j == layer else None)
+            yield
+        finally:
+            for block in blocks:
+                block.__dict__.pop("forward", None)
+
+    def _block_returns_tuple(self) -> bool:
+        """Whether this transformers version's blocks return a tuple (older) or a tensor."""
+        if not hasattr(self, "_blocks_return_tuple"):
+            seen: list[bool] = []
+            handle = self._blocks[0].register_forward_hook(
+                lambda _m, _a, out: seen.append(isinstance(out, tuple))
+            )
+            try:
+                with torch.no_grad():
+                    self.hf_model(input_ids=torch.tensor([[self.bos_token_id]], device=self.device),
+                                  use_cache=False)  # fmt: skip
+            finally:
+                handle.remove()
+            self._blocks_return_tuple = seen[0]
+        return self._blocks_return_tuple
+
+    @contextlib.contextmanager
     def stop_gradient(self, sites: Iterable[str | Site]) -> Iterator[None]:
         """Detach each site's value: forward values unchanged, no gradient flows through it."""
         with self.hooks({s: (lambda t: t.detach()) for s in sites}):

@@ -124,22 +124,42 @@ class PairComponents:
         """Last-position logits of the clean prompt with each mask's occurrences removed.
 
         A mask that removes nothing is the clean run itself (its logits are copied, so e.g. its
-        KL to the clean run is exactly 0).
+        KL to the clean run is exactly 0). A removal changes nothing before the MLP output of
+        its earliest source layer ``l``, so each row starts from the clean residual stream after
+        block ``l`` minus that layer's patch and runs only the blocks after it (rows batched by
+        ``l``): a unit of the last layer costs no block at all.
         """
         out = self.clean_logits.expand(masks.shape[0], -1).clone()
         todo = masks.any(1).nonzero().squeeze(1)
+        if todo.numel() == 0:
+            return out
+        L = self.adapter.n_layers
+        first = torch.where(masks[todo], self.layer, L).amin(1)
+        resid = self._clean_resid()
         batch_size = self.rows_per_batch(batch_size)
-        for start in range(0, todo.numel(), batch_size):
-            rows = todo[start : start + batch_size]
-            patch = self.patch_for(masks[rows])
-            hooks = {
-                f"mlp_out.{s}": (lambda t, p=patch[:, :, s]: t - p.to(t.dtype))
-                for s in range(self.adapter.n_layers)
-            }
-            with self.adapter.hooks(hooks):
-                logits = _last_logits(self.adapter, self.tokens.expand(rows.numel(), -1))
-            out[rows] = logits.float()
+        for start_layer in first.unique().tolist():
+            group = todo[first == start_layer]
+            for start in range(0, group.numel(), batch_size):
+                rows = group[start : start + batch_size]
+                patch = self.patch_for(masks[rows])
+                hidden = resid[start_layer] - patch[:, :, start_layer].to(resid.dtype)
+                hooks = {
+                    f"mlp_out.{s}": (lambda t, p=patch[:, :, s]: t - p.to(t.dtype))
+                    for s in range(start_layer + 1, L)
+                }
+                with self.adapter.resume_after(start_layer, hidden), self.adapter.hooks(hooks):
+                    logits = _last_logits(self.adapter, self.tokens.expand(rows.numel(), -1))
+                out[rows] = logits.float()
         return out
+
+    def _clean_resid(self) -> Float[Tensor, "n_layers pos d_model"]:
+        """The clean run's residual stream after each block (model dtype), computed once."""
+        if not hasattr(self, "_resid"):
+            sites = self.adapter.sites("resid_post")
+            with torch.no_grad(), self.adapter.cache(sites) as c:
+                self.adapter(self.tokens)
+            self._resid = torch.stack([c[s][0] for s in sites])
+        return self._resid
 
     def removal_effect(self, masks: Bool[Tensor, "b n"], batch_size: int = 64) -> Tensor:
         """``M(S) = m(clean) - m(clean with S removed)`` for each mask."""
