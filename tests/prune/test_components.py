@@ -38,11 +38,15 @@ def _masks(comps, seed=0):
     return torch.stack(rows)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "gemma2", "qwen3"])
-def test_removals_equal_the_whole_hooked_model(family):
-    adapter = tiny_model(family)
+@pytest.mark.parametrize(("family", "window"), [("gpt2", None), ("llama", None), ("qwen3", None),
+                                               ("gemma2", 4), ("gemma2", 64)])  # fmt: skip
+def test_removals_equal_the_whole_hooked_model(family, window):
+    adapter = tiny_model(family, **({"sliding_window": window} if window else {}))
     tc = random_transcoder(adapter, d_features=24, skip=family == "gpt2")
     comps = compute_components(adapter, tc, PAIR)
+    # rows start mid-prompt from the clean keys and values, except where Gemma-2's local
+    # attention window (4) is shorter than the prompt (7 tokens)
+    assert (comps._clean_keys_values() is None) == (window == 4)
     masks = _masks(comps)
     assert len(comps.layer.unique()) == adapter.n_layers  # every start layer is exercised
     got = comps.run_removals(masks, batch_size=3)

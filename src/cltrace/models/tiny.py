@@ -40,8 +40,10 @@ def tiny_config(
     n_heads: int = 4,
     vocab_size: int = 204,
     d_mlp: int | None = None,
+    sliding_window: int = 4,
 ):
-    """A transformers config of the given family at toy size."""
+    """A transformers config of the given family at toy size (``sliding_window``: Gemma-2's
+    local attention layers; the default 4 is shorter than most test prompts)."""
     import transformers as tf
 
     d_mlp = d_mlp or 4 * d_model
@@ -67,7 +69,7 @@ def tiny_config(
         return tf.LlamaConfig(**rope)
     if family == "gemma2":
         return tf.Gemma2Config(
-            **rope, query_pre_attn_scalar=head_dim, sliding_window=4,
+            **rope, query_pre_attn_scalar=head_dim, sliding_window=sliding_window,
             attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
         )  # fmt: skip
     if family == "qwen2":

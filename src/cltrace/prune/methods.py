@@ -254,39 +254,63 @@ register(
 def synergy_select(ctx: ScoreContext, scores: Tensor, k: int, lam: float) -> Tensor:
     """FAP-Synergy boundary reranking (docs/METHODS.md §4), with pair effects from real patched
     passes."""
+    return synergy_select_budgets(ctx, scores, [k], lam)[k]
+
+
+def synergy_select_budgets(
+    ctx: ScoreContext, scores: Tensor, budgets: list[int], lam: float
+) -> dict[int, Tensor]:
+    """:func:`synergy_select` for every budget at once: the single effects every budget needs
+    are measured in one batched call, then the pair effects of all budgets in another (a pair
+    drawn for two budgets is measured once)."""
     cfg = ctx.config
     n = scores.numel()
     order = torch.argsort(scores.abs(), descending=True, stable=True)
-    k = min(k, n)
-    h = round(cfg.boundary_percent / 100 * k * 0.5)
-    core = order[: k - h]
-    band = order[k - h : min(n, k + h)][: cfg.boundary_cap]
-    if h == 0 or band.numel() == 0 or lam == 0:
-        return order[:k]
-    partners = core[: cfg.partners]
+    plans, out = {}, {}
+    for k in dict.fromkeys(budgets):
+        kk = min(k, n)
+        h = round(cfg.boundary_percent / 100 * kk * 0.5)
+        core = order[: kk - h]
+        band = order[kk - h : min(n, kk + h)][: cfg.boundary_cap]
+        if h == 0 or band.numel() == 0 or lam == 0:
+            out[k] = order[:kk]
+        else:
+            plans[k] = (kk, core, band, core[: cfg.partners])
     single = ctx.extras.setdefault("single_effect", {})
-    need = [int(u) for u in torch.cat([partners, band]) if int(u) not in single]
+    need = [int(u) for _, _, band, partners in plans.values()
+            for u in torch.cat([partners, band]) if int(u) not in single]  # fmt: skip
+    need = list(dict.fromkeys(need))
     if need:
         effects = ctx.removal_effect([torch.tensor([u]) for u in need])
         single.update(zip(need, effects.tolist(), strict=True))
+    owners: dict[int, list[tuple[int, int]]] = {}
+    for k, (kk, _, band, partners) in plans.items():
+        rng = pyrandom.Random(cfg.syn_seed + 1337 + 7919 * ctx.prompt_index + kk)
+        owners[k] = []
+        for c in band.tolist():
+            drawn = rng.sample(partners.tolist(),
+                               min(cfg.partners_per_candidate, partners.numel()))  # fmt: skip
+            owners[k] += [(c, p) for p in drawn if single[p] > 0 and single[c] > 0]
+    pairs = list(dict.fromkeys(pair for k in plans for pair in owners[k]))
+    joint = dict(zip(pairs, ctx.removal_effect([torch.tensor(p) for p in pairs]).tolist(),
+                     strict=True)) if pairs else {}  # fmt: skip
+    for k, (kk, core, band, partners) in plans.items():
+        out[k] = _synergy_keep(scores, order, kk, core, band, partners, single,
+                               [(c, p, joint[(c, p)]) for c, p in owners[k]], lam)  # fmt: skip
+    return out
+
+
+def _synergy_keep(scores, order, k, core, band, partners, single, measured, lam) -> Tensor:
+    """The kept set of one budget from the single and pair effects (``measured``: ``(candidate,
+    partner, joint effect)``)."""
     base_scale = max(float(scores[order[:k]].abs().median()), 1e-6)
     partner_eff = [single[int(p)] for p in partners]
     partner_scale = (
         max(statistics.median([abs(e) for e in partner_eff]), 1e-6) if partner_eff else 1e-6
     )
-    rng = pyrandom.Random(cfg.syn_seed + 1337 + 7919 * ctx.prompt_index + k)
-    pairs, owners = [], []
-    for c in band.tolist():
-        drawn = rng.sample(partners.tolist(), min(cfg.partners_per_candidate, partners.numel()))
-        for p in drawn:
-            if single[p] > 0 and single[c] > 0:
-                pairs.append(torch.tensor([c, p]))
-                owners.append((c, p))
     syn: dict[int, list[float]] = {c: [] for c in band.tolist()}
-    if pairs:
-        joint = ctx.removal_effect(pairs).tolist()
-        for (c, p), m in zip(owners, joint, strict=True):
-            syn[c].append(m - single[c] - single[p])
+    for c, p, m in measured:
+        syn[c].append(m - single[c] - single[p])
     boosted = []
     for c in band.tolist():
         stat = statistics.median(syn[c]) if syn[c] else 0.0
@@ -297,7 +321,8 @@ def synergy_select(ctx: ScoreContext, scores: Tensor, k: int, lam: float) -> Ten
     best = band[torch.argsort(torch.tensor(boosted), descending=True, stable=True)[:take]]
     keep = torch.cat([core, best])
     if keep.numel() < k:
-        rest = [int(u) for u in order if int(u) not in set(keep.tolist())]
+        kept = set(keep.tolist())
+        rest = [u for u in order.tolist() if u not in kept]
         keep = torch.cat([keep, torch.tensor(rest[: k - keep.numel()], dtype=torch.long)])
     return keep
 
@@ -306,8 +331,7 @@ register(
     Method(
         "fap_synergy",
         "FAP-Synergy",
-        lambda ctx, budgets, _s: {
-            k: synergy_select(ctx, ctx.fap, k, ctx.config.lambda_syn) for k in budgets
-        },
+        lambda ctx, budgets, _s: synergy_select_budgets(ctx, ctx.fap, budgets,
+                                                        ctx.config.lambda_syn),  # fmt: skip
     )
 )
