@@ -80,3 +80,18 @@ def test_skipped_blocks_run_nothing_and_are_restored():
     assert calls == list(range(adapter.n_layers))  # every block is back
     for h in handles:
         h.remove()
+
+
+def test_masks_sharing_a_removed_set_equal_the_whole_hooked_model():
+    adapter = tiny_model("llama")
+    tc = random_transcoder(adapter, d_features=24)
+    comps = compute_components(adapter, tc, PAIR)
+    g = torch.Generator().manual_seed(1)
+    base = torch.rand(comps.n, generator=g) < 0.3
+    assert base.sum() > 4  # the shared set is summed once for all rows
+    masks = base.repeat(6, 1)
+    for i, o in enumerate((~base).nonzero().squeeze(1)[:6].tolist()):
+        masks[i, o] = True
+    got = comps.run_removals(masks)
+    for i, mask in enumerate(masks):
+        assert torch.allclose(got[i], _full_run(comps, mask), rtol=1e-5, atol=1e-5), i

@@ -87,10 +87,15 @@ class PairComponents:
         """Sum of the delta writes of each mask's occurrences, per position and layer.
 
         Occurrences are grouped by position once, so the cost is one small matmul per
-        position rather than a product over all (position, occurrence) pairs.
+        position rather than a product over all (position, occurrence) pairs; occurrences that
+        every mask removes are summed once for all of them.
         """
         b = masks.shape[0]
         L, D = self.writes.shape[1:]
+        shared = masks.all(0) if b > 1 else torch.zeros_like(masks[0])
+        if int(shared.sum()) > 4:  # e.g. a greedy pass: one removed set plus a unit per row
+            base = self.patch_for(shared[None])
+            return base + self.patch_for(masks & ~shared)
         out = torch.zeros(b, self.n_pos, L * D)
         rows, occ = masks.nonzero(as_tuple=True)
         if rows.numel() <= 4 * b:  # a few occurrences per row (single and pair effects)
