@@ -10,7 +10,7 @@ import torch
 from cltrace.edges.context import prepare
 from cltrace.edges.data import PairBatch
 from cltrace.edges.roles import READER_MIN, HeadRoles, head_roles, name_positions
-from cltrace.testing import tiny_model
+from cltrace.testing import TINY_FAMILIES, tiny_model
 
 
 def ioi_batch(b: int, p: int, seed: int) -> PairBatch:
@@ -163,3 +163,28 @@ def test_labels_follow_their_thresholds():
     doc = roles.to_json(["a0.h3", "m0"])
     assert list(doc["heads"]) == ["a0.h3"] and doc["readers"] == ["a0.h0", "a0.h1"]
     assert doc["heads"]["a0.h3"]["s_inhibition"] == 0.2
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_clean_attention_is_the_models_pattern(family):
+    """On every family (grouped-query heads, Gemma-2's soft-capping and post-norms) the clean
+    numbers equal the pattern the adapter caches in an ordinary forward."""
+    torch.manual_seed(0)
+    a = tiny_model(family)
+    b = ioi_batch(3, 7, 0)
+    roles = head_roles(prepare(a, [b]))
+    assert roles is not None
+    with a.cache([f"attn_pattern.{lay}" for lay in range(a.n_layers)]) as cache:
+        a(b.clean)
+    pats = torch.stack([cache[f"attn_pattern.{lay}"] for lay in range(a.n_layers)], 1)
+    io, s, dup = [], [], []
+    for i, toks in enumerate(b.clean.tolist()):
+        p_io = toks.index(int(b.answers[i, 0]))
+        s1 = toks.index(int(b.wrong[i, 0]))
+        s2 = toks.index(int(b.wrong[i, 0]), s1 + 1)
+        io.append(pats[i, :, :, -1, p_io])
+        s.append(pats[i, :, :, -1, s1] + pats[i, :, :, -1, s2])
+        dup.append(pats[i, :, :, s2, s1])
+    for got, want in ((roles.attn_io, io), (roles.attn_s, s), (roles.dup_token, dup)):
+        assert torch.allclose(got.float(), torch.stack(want).mean(0), atol=1e-6)
+    assert roles.logit_effect.abs().max() > 1e-3  # patching heads changes the answer

@@ -45,6 +45,8 @@ ROLE_FIELDS = (
     ("s_inhibition", "Δ readers' attn to S"),
 )
 
+IMPORTANCE = " (the probability that the edge's mask is open; 0 for edges never trained)"
+
 SHORT_ROLES = {
     "duplicate-token-like": "dup",
     "name-mover-like": "mover",
@@ -77,14 +79,16 @@ def _curve(doc: dict) -> str:
         return ""
     pct = [100 * b for b in curve["budgets"]]
     f = curve["faithfulness"]
-    ranked = "|importance| (P(mask open))" if doc["method"] in ("ep", "hap") else "|score|"
-    series = [Series(f"top edges by {ranked}", pct, f, f, f)]
+    pruned = doc["method"] in ("ep", "hap")
+    ranked = "|importance|" if pruned else "|score|"
+    series = [Series(f"top by {ranked}", pct, f, f, f)]
     if "n_edges" in doc and not isinstance(doc["n_edges"], list) and doc.get("n_edges_total"):
-        x = float(f"{100 * doc['n_edges'] / doc['n_edges_total']:.3g}")  # a short tick label
+        x = 100 * doc["n_edges"] / doc["n_edges_total"]
         y = doc["faithfulness"]
         series.append(Series(f"{doc['method']} circuit", [x], [y], [y], [y]))
     chart = line_chart(series, f"Faithfulness over edge budgets ({doc['method']})",
-                       "edges kept (% of the graph, log scale)", "faithfulness")  # fmt: skip
+                       "edges kept (% of the graph, log scale)", "faithfulness",
+                       x_ticks=pct)  # fmt: skip
     rows = "".join(
         f"<tr><td>{_num(b)}</td><td id='c-n-{i}'>{_num(n)}</td><td id='c-f-{i}'>{_num(fi)}</td>"
         f"<td id='c-kl-{i}'>{_num(k)}</td></tr>"
@@ -94,7 +98,8 @@ def _curve(doc: dict) -> str:
     )
     return (
         f"<h2>Faithfulness curve</h2>{chart}<p class='muted'>Each point keeps the top edges by "
-        f"{ranked} at one budget and removes the rest (no dangling-edge pruning); faithfulness "
+        f"{ranked}{IMPORTANCE if pruned else ''} at one budget and removes the rest (no "
+        "dangling-edge pruning); the square is the method's own circuit; faithfulness "
         "is (m(C) − m(empty)) / (m(full) − m(empty)). CPR and CMD are the trapezoid areas under "
         "f and under |1 − f| over the fraction of edges, divided by the budget range.</p>"
         "<table><tr><th>budget (fraction)</th><th>edges</th><th>faithfulness</th><th>KL</th></tr>"
