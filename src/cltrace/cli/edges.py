@@ -14,10 +14,16 @@ edges_app = typer.Typer(
 )
 app.add_typer(edges_app, name="edges")
 
+MIB_HELP = (
+    "Also write the circuit as a MIB circuit-localisation submission under this directory: "
+    "importances/TASK_MODEL/importances.json and multiple_circuits/TASK_MODEL/<p>pct.json."
+)
+
 
 def _run(method: str, curve: bool = False, **kw) -> None:
     from pathlib import Path
 
+    from cltrace.edges.mib import write_submission
     from cltrace.edges.run import (
         EdgeOptions,
         check_options,
@@ -26,21 +32,31 @@ def _run(method: str, curve: bool = False, **kw) -> None:
         write_circuit,
     )
     from cltrace.errors import UsageError
+    from cltrace.files import atomic_write_text, check_out_path
     from cltrace.models import load_model
+    from cltrace.report.edges_report import write_edges_report
     from cltrace.tasks import get_task, read_pairs
 
     task, data, out, as_json = kw.pop("task"), kw.pop("data"), kw.pop("out"), kw.pop("as_json")
-    model, n = kw.pop("model"), kw.pop("n")
+    model, n, mib = kw.pop("model"), kw.pop("n"), kw.pop("mib")
     opts = EdgeOptions(**kw)
     check_options(opts)
     if task is None and data is None:
         raise UsageError(
             f"edges {method} needs --task (to generate pairs) or --data (a pair file)."
         )
+    if curve and method not in ("eap", "eap-ig"):
+        raise UsageError(
+            f"a curve ranks edges by scores; use --method eap or eap-ig, not {method!r}."
+        )
     spec = get_task(task) if task is not None else None
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out} is a file; give a directory for circuit.json.")
+    if mib is not None:
+        if Path(mib).exists() and not Path(mib).is_dir():
+            raise UsageError(f"--mib {mib} is a file; give a directory for the MIB submission.")
+        check_out_path(mib, "MIB submission directory")
     pairs = read_pairs(data).pairs if data is not None else None
     adapter = load_model(model)
     if pairs is None:
@@ -48,29 +64,34 @@ def _run(method: str, curve: bool = False, **kw) -> None:
     else:
         source = str(data)
     if curve:
-        result = {
-            **find_curve(adapter, pairs, method, opts, source),
-            "task": spec.key if spec else None,
-        }
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "curve.json").write_text(json.dumps(result, indent=1))
-        if as_json:
-            typer.echo(json.dumps(result))
-        else:
-            typer.echo(
-                f"{method} curve: CPR {result['cpr']}, CMD {result['cmd']}, faithfulness "
-                f"{result['faithfulness']}; wrote {out_dir / 'curve.json'}"
-            )
-        return
-    result, keep, scores, graph = find_circuit(adapter, pairs, method, opts, source)
-    result["task"] = spec.key if spec else None
-    path = write_circuit(out_dir, result, keep, scores, graph)
+        run = find_curve(adapter, pairs, method, opts, source)
+    else:
+        run = find_circuit(adapter, pairs, method, opts, source)
+    run.result["task"] = spec.key if spec else None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if curve:
+        path = atomic_write_text(out_dir / "curve.json", json.dumps(run.result, indent=1))
+    else:
+        path = write_circuit(out_dir, run)
+    write_edges_report(out_dir, run.result)
+    if mib is not None:
+        task_name = spec.key if spec else Path(data).stem
+        write_submission(
+            mib, run.graph, run.importance, run.keep, run.d_model, task_name, adapter.name
+        )
+    result = run.result
     if as_json:
         typer.echo(json.dumps({k: v for k, v in result.items() if k != "options"}))
+    elif curve:
+        typer.echo(
+            f"{method} curve: CPR {result['cpr']}, CMD {result['cmd']}, faithfulness "
+            f"{result['faithfulness']}; wrote {path} and {out_dir / 'report.html'}"
+        )
     else:
         typer.echo(
             f"{method}: {result['n_edges']}/{result['n_edges_total']} edges, faithfulness "
-            f"{result['faithfulness']}, KL {result['kl']}, {result['seconds']} s; wrote {path}"
+            f"{result['faithfulness']}, KL {result['kl']}, {result['seconds']} s; wrote {path} "
+            f"and {out_dir / 'report.html'}"
         )
 
 
@@ -97,13 +118,16 @@ def _command(method: str, doc: str):
             0.1, "--fraction", help="HAP: fraction of edges kept by EAP for pruning."
         ),
         seed: int = typer.Option(0, "--seed", help="Seed of the pairs and of the masks."),
-        out: str = typer.Option(..., "--out", help="Directory for circuit.json."),
+        out: str = typer.Option(
+            ..., "--out", help="Directory for circuit.json, graph.json and report.html."
+        ),
+        mib: str | None = typer.Option(None, "--mib", help=MIB_HELP),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     ) -> None:
         _run(
             method, task=task, data=data, n=n, model=model, sparsity=sparsity, metric=metric,
             intervention=intervention, ig_steps=ig_steps, steps=steps, fraction=fraction,
-            seed=seed, out=out, as_json=as_json,
+            seed=seed, out=out, mib=mib, as_json=as_json,
         )  # fmt: skip
 
     command.__doc__ = doc
@@ -138,11 +162,13 @@ def curve(
     ),
     ig_steps: int = typer.Option(5, "--ig-steps", help="EAP-IG interpolation steps."),
     seed: int = typer.Option(0, "--seed", help="Seed of the pairs."),
-    out: str = typer.Option(..., "--out", help="Directory for curve.json."),
+    out: str = typer.Option(..., "--out", help="Directory for curve.json and report.html."),
+    mib: str | None = typer.Option(None, "--mib", help=MIB_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Faithfulness over edge budgets 0.1% ... 100% and its areas (CPR, CMD)."""
     _run(
         method, curve=True, task=task, data=data, n=n, model=model, metric=metric,
-        intervention=intervention, ig_steps=ig_steps, seed=seed, out=out, as_json=as_json,
+        intervention=intervention, ig_steps=ig_steps, seed=seed, out=out, mib=mib,
+        as_json=as_json,
     )  # fmt: skip

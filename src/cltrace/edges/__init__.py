@@ -12,18 +12,23 @@ from cltrace.edges.evaluate import (
 )
 from cltrace.edges.forward import MaskedRun, graph_of, masked_forward
 from cltrace.edges.graph import EdgeGraph
+from cltrace.edges.mib import MIB_BUDGETS, graph_json, read_graph_json, write_submission
 from cltrace.edges.pruning import PruneConfig, edge_prune, hap
-from cltrace.edges.run import METHODS, EdgeOptions, find_circuit, find_curve
+from cltrace.edges.roles import HeadRoles, head_roles
+from cltrace.edges.run import METHODS, EdgeOptions, EdgeRun, find_circuit, find_curve
 from cltrace.edges.scores import SCORERS, eap, eap_ig_activations, eap_ig_inputs, score_edges
 
 __all__ = [
     "BUDGETS",
     "INTERVENTIONS",
     "METHODS",
+    "MIB_BUDGETS",
     "SCORERS",
     "EdgeContext",
     "EdgeGraph",
     "EdgeOptions",
+    "EdgeRun",
+    "HeadRoles",
     "MaskedRun",
     "PairBatch",
     "PruneConfig",
@@ -36,11 +41,15 @@ __all__ = [
     "faithfulness_curve",
     "find_circuit",
     "find_curve",
+    "graph_json",
     "graph_of",
     "hap",
+    "head_roles",
     "make_batches",
     "masked_forward",
     "prepare",
+    "read_graph_json",
     "score_edges",
     "top_edges",
+    "write_submission",
 ]

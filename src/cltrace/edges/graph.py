@@ -112,6 +112,33 @@ class EdgeGraph:
                 nodes.append(self.head_writer(int(layer[1:]), int(head[1:])))
         return torch.tensor(nodes, dtype=torch.long)
 
+    # ------------------------------------------------------------------ MIB names
+    @cached_property
+    def mib_node_names(self) -> list[str]:
+        """Writer names as the MIB circuit-localisation track spells them (``input``,
+        ``a{layer}.h{head}``, ``m{layer}``); the logits node is ``logits``."""
+        return ["input", *self.writer_names[1:]]
+
+    @cached_property
+    def mib_edge_names(self) -> list[str]:
+        """Edge names in MIB's spelling, in flat order: ``input->a1.h0<q>``, ``a0.h2->m0``,
+        ``m3->logits`` (the q/k/v port of a head reader in angle brackets)."""
+        out = []
+        for w, r in self.edges:
+            head, _, port = r.rpartition(".") if r.count(".") == 2 else (r, "", "")
+            dst = f"{head}<{port}>" if port else r
+            out.append(f"{self.mib_node_names[w]}->{dst}")
+        return out
+
+    def edge_counts(self, keep: Tensor) -> dict[str, int]:
+        """For every node a circuit touches, how many of its kept edges enter or leave it
+        (``input`` and ``logits`` included)."""
+        keep = keep.bool().cpu()
+        counts = torch.bincount(self.edge_writer[keep], minlength=self.n_writers + 1)
+        counts += torch.bincount(self.edge_reader_node[keep], minlength=self.n_writers + 1)
+        names = [*self.mib_node_names, "logits"]
+        return {names[i]: int(c) for i, c in enumerate(counts.tolist()) if c}
+
     def nodes_of(self, keep: Tensor) -> list[str]:
         """The heads and MLPs a circuit touches (as a writer or a reader), in forward order."""
         keep = keep.bool().cpu()

@@ -57,10 +57,12 @@ def line_chart(
     width: int = 640,
     height: int = 380,
     log_y: bool = False,
+    x_ticks: list[float] | None = None,
 ) -> str:
     """An SVG chart; x on a log scale by default (budgets double). ``log_y`` puts y on a log
     scale (values at or below 0 are left out), so curves that differ at 1e-3 stay apart.
-    Each series has its own colour, dash pattern and marker shape (readable in grey)."""
+    Each series has its own colour, dash pattern and marker shape (readable in grey). The x
+    axis is labelled at ``x_ticks`` (default: every x of every series)."""
     ok_y = (lambda v: _finite(v) and v > 0) if log_y else _finite
     pts = [(x, v) for s in series for x, y, lo, hi in zip(s.x, s.y, s.low, s.high, strict=True)
            for v in (y, lo, hi) if ok_y(v) and x > 0]  # fmt: skip
@@ -98,7 +100,7 @@ def line_chart(
         parts.append(
             f'<line x1="{ml}" x2="{ml + pw}" y1="{py(yv):.1f}" y2="{py(yv):.1f}" stroke="#eee"/>'
         )
-    xticks = sorted({x for s in series for x in s.x if x > 0})
+    xticks = sorted({x for s in series for x in s.x if x > 0} if x_ticks is None else x_ticks)
     for xv in xticks:
         parts.append(
             f'<text x="{px(xv):.1f}" y="{mt + ph + 15}" text-anchor="middle">{xv:g}</text>'
