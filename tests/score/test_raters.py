@@ -34,6 +34,22 @@ def test_lexical_ratings():
     assert LexicalRater().rate("'.'", ["end.", "no dot"]).values == [2, 0]
 
 
+def test_whole_word_set_lookup_equals_the_regular_expression():
+    import random
+
+    from cltrace.score.raters.lexical import _matches_whole_word, _whole_word, _words_and_stems
+
+    rng = random.Random(0)
+    alphabet = "abAB_1 .,'-\u00e9K"
+    tokens = ["ab", "AB", "a_1", "b", "1", ".", "a.b", "\u00e9", "Ka", "'s", "ab ab"]
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        words = _words_and_stems(text)[0]
+        for t in tokens:
+            want = _whole_word(t).search(text) is not None
+            assert _matches_whole_word(t, text, words) == want, (t, text)
+
+
 def test_lexical_generation_is_deterministic_and_uses_the_tokens():
     a = LexicalRater(pool=POOL * 3, seed=1).generate("'Mary'", n_requests=15)
     b = LexicalRater(pool=POOL * 3, seed=1).generate("'Mary'", n_requests=15)

@@ -280,7 +280,17 @@ class ModelAdapter:
     def to_str_tokens(self, ids: Iterable[int] | Tensor) -> list[str]:
         if isinstance(ids, Tensor):
             ids = ids.tolist()
-        return [self.tokenizer.decode([int(i)]) for i in ids]
+        if not hasattr(self, "_token_strs"):
+            self._token_strs: dict[int, str] = {}
+        cache = self._token_strs
+        out = []
+        for i in ids:
+            i = int(i)
+            s = cache.get(i)
+            if s is None:
+                s = cache[i] = self.tokenizer.decode([i])
+            out.append(s)
+        return out
 
     # ------------------------------------------------------------------ forward
     def __call__(

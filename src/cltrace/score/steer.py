@@ -78,7 +78,8 @@ def generate(
         for b, i in enumerate(group):
             ids[b, width - len(rows[i]) :] = torch.tensor(rows[i])
             mask[b, width - len(rows[i]) :] = 1
-        with adapter.hooks(hooks_for(group) if hooks_for else (hooks or {})):
+        with adapter.hooks(hooks_for(group) if hooks_for else (hooks or {})), \
+                adapter.fused_activations():
             gen = model.generate(
                 input_ids=ids.to(adapter.device), attention_mask=mask.to(adapter.device),
                 max_new_tokens=n_tokens, min_new_tokens=n_tokens, do_sample=False,

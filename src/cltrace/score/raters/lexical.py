@@ -83,9 +83,9 @@ def _whole_word(token: str) -> re.Pattern:
 
 def lexical_rating(tokens: Sequence[str], text: str) -> int:
     """2 for a whole-word match of any token, 1 for a stem or near-spelling match, else 0."""
-    if any(_whole_word(t).search(text) for t in tokens):
-        return 2
     words, stems = _words_and_stems(text)
+    if any(_matches_whole_word(t, text, words) for t in tokens):
+        return 2
     for t in tokens:
         tl = t.lower()
         if not _WORD.search(tl):
@@ -95,6 +95,18 @@ def lexical_rating(tokens: Sequence[str], text: str) -> int:
         if len(tl) >= 4 and any(_near_spelling(tl, w) for w in words):
             return 1
     return 0
+
+
+def _matches_whole_word(token: str, text: str, words: frozenset[str]) -> bool:
+    """Whether ``token`` occurs in ``text`` as a whole word, case-insensitively. An ASCII word
+    token in an ASCII text does exactly when it is one of the text's lower-cased words (a set
+    lookup instead of a regular-expression scan); anything else is searched."""
+    if token.isascii() and text.isascii() and _ASCII_WORD.fullmatch(token):
+        return token.lower() in words
+    return _whole_word(token).search(text) is not None
+
+
+_ASCII_WORD = re.compile(r"[A-Za-z0-9_]+")
 
 
 @lru_cache(maxsize=65536)
