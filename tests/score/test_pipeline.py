@@ -96,11 +96,11 @@ def test_rerun_resumes_from_scores_json(run_dir, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a scored feature was scored again")
 
-    monkeypatch.setattr("cltrace.pie.stage3.score_feature", boom)
+    monkeypatch.setattr("cltrace.pie.stage3.score_feature_steps", boom)
     evaluate_run(run_dir, corpus=corpus(), config=CFG, n_boot=100)
     assert (run_dir / "scores.json").read_text() == before
     # another configuration is not mistaken for the same scores
-    monkeypatch.setattr("cltrace.pie.stage3.score_feature", feature_mod.score_feature)
+    monkeypatch.setattr("cltrace.pie.stage3.score_feature_steps", feature_mod.score_feature_steps)
     evaluate_run(run_dir, corpus=corpus(), config=ScoreConfig.pie(n_detect=3), n_boot=100)
     after = json.loads((run_dir / "scores.json").read_text())
     assert json.loads((run_dir / "scores_summary.json").read_text())["config"]["reduce"] == "max"

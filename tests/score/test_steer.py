@@ -11,7 +11,7 @@ from cltrace.score import ScoreConfig, score_feature
 from cltrace.score.activations import sequence_scores
 from cltrace.score.fade import faithfulness
 from cltrace.score.raters import LexicalRater
-from cltrace.score.steer import clamp_hooks, generate
+from cltrace.score.steer import clamp_hooks, clamp_rows_hooks, generate
 from tests.score.conftest import TEXTS
 
 PROMPT = "w1 w2 w3 w4 w5"
@@ -94,3 +94,22 @@ def test_per_row_clamp_values_generate_what_one_value_per_call_does(setup):
                         hooks_for=lambda idx: clamp_hooks(tc, layer, f, rows[idx]))  # fmt: skip
     assert together == [c for conts in each for c in conts]
     assert each[0] != each[2]  # the clamp matters, so the comparison checks something
+
+
+def test_rows_with_features_of_their_own_equal_each_feature_alone(setup):
+    adapter, tc = setup
+    feats = [(0, 3), (1, 4), (1, 7)]  # two layers, and two features of one layer
+    prompts = [TEXTS[0], TEXTS[1], TEXTS[3]]
+    values = [-5.0, 5.0]
+    each = {
+        (ft, v): generate(adapter, prompts, 6, clamp_hooks(tc, *ft, v), batch_size=2)
+        for ft in feats for v in values
+    }  # fmt: skip
+    jobs = [(ft, v, p) for ft in feats for v in values for p in prompts]
+    rows = [ft for ft, _, _ in jobs]
+    vals = torch.tensor([v for _, v, _ in jobs])
+    together = generate(adapter, [p for _, _, p in jobs], 6, None, batch_size=5,
+                        hooks_for=lambda idx: clamp_rows_hooks(tc, [rows[i] for i in idx],
+                                                               vals[idx]))  # fmt: skip
+    assert together == [c for ft in feats for v in values for c in each[(ft, v)]]
+    assert len({tuple(c) for c in each.values()}) > 1  # the features steer differently

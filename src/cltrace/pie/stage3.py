@@ -25,7 +25,8 @@ from cltrace.retention.stats import bootstrap_ci
 from cltrace.score.activations import sequence_scores
 from cltrace.score.batched import Prefetched, prefetch
 from cltrace.score.config import ScoreConfig
-from cltrace.score.feature import METRICS, score_feature, unscored
+from cltrace.score.fade import steered_continuations
+from cltrace.score.feature import METRICS, FeatureScores, score_feature_steps, unscored
 from cltrace.score.raters import make_rater
 from cltrace.score.texts import HELD_OUT_SEED, N_NATURAL, load_texts
 
@@ -226,36 +227,58 @@ def _score_set(
     row = {k: i for i, (_, k) in enumerate(described)}
     # features are prepared PREFETCH_CHUNK at a time: their model passes are shared, and
     # progress is still saved every few seconds
-    pre: dict[str, Prefetched | None] = {}
+    # A chunk's steered generations (faithfulness) also share batches across its features. An
+    # LLM rater scores feature by feature, so a failing endpoint stops the stage after the
+    # features before it have been saved.
+    group = 1 if rater == "llm" else PREFETCH_CHUNK
     with _progress(console) as bar:
         job = (
             bar.add_task(f"stage III: scoring {label} descriptions", total=len(todo))
             if bar
             else None
         )
-        for n_done, (feat, k) in enumerate(todo):
-            if k in row and k not in pre:
-                chunk = [(f, key) for f, key in todo[n_done:] if key in row][:PREFETCH_CHUNK]
+        for start in range(0, len(todo), group):
+            chunk = todo[start : start + group]
+            ready = [(f, k) for f, k in chunk if k in row]
+            pre: dict[str, Prefetched | None] = {}
+            if ready:
                 try:
-                    pre = dict(zip([key for _, key in chunk], prefetch(
-                        adapter, transcoder, judge, [f for f, _ in chunk],
-                        [_description(descs.get(key)) for _, key in chunk], texts,
-                        natural[[row[key] for _, key in chunk]], cfg,
+                    pre = dict(zip([key for _, key in ready], prefetch(
+                        adapter, transcoder, judge, [f for f, _ in ready],
+                        [_description(descs.get(key)) for _, key in ready], texts,
+                        natural[[row[key] for _, key in ready]], cfg,
                         generate=rater != "llm"), strict=True))  # fmt: skip
                 except Exception:
                     # a rater that fails (an endpoint going down) fails again below, feature
                     # by feature, so the features before it are scored and saved first
-                    pre = {key: None for _, key in chunk}
-            desc = _description(descs.get(k))
-            if k not in row:
-                fs = unscored(rater, "no description (stage II gave none)", desc)
-            else:
-                fs = score_feature(adapter, transcoder, judge, rater, feat, desc, texts,
-                                   natural[row[k]], cfg, pre.pop(k))  # fmt: skip
-            scores[k] = {**fs.to_json(), "config_id": fp}
-            atomic_write_json(partial, _clean({key: scores[key] for key in keys if key in scores}))
-            if bar:
-                bar.advance(job)
+                    pre = {key: None for _, key in ready}
+            done: dict[str, FeatureScores] = {}
+            waiting: dict[str, tuple] = {}  # key -> (steps, request)
+            for feat, k in chunk:
+                desc = _description(descs.get(k))
+                if k not in row:
+                    done[k] = unscored(rater, "no description (stage II gave none)", desc)
+                    continue
+                steps = score_feature_steps(adapter, transcoder, judge, rater, feat, desc,
+                                            texts, natural[row[k]], cfg, pre.pop(k))  # fmt: skip
+                try:
+                    waiting[k] = (steps, next(steps))
+                except StopIteration as stop:
+                    done[k] = stop.value
+            if waiting:
+                conts = steered_continuations(adapter, transcoder,
+                                              [r for _, r in waiting.values()], cfg)  # fmt: skip
+                for (k, (steps, _)), c in zip(waiting.items(), conts, strict=True):
+                    try:
+                        steps.send(c)
+                    except StopIteration as stop:
+                        done[k] = stop.value
+            for _, k in chunk:
+                scores[k] = {**done[k].to_json(), "config_id": fp}
+                atomic_write_json(partial, _clean({key: scores[key] for key in keys
+                                                   if key in scores}))  # fmt: skip
+                if bar:
+                    bar.advance(job)
     return {key: scores[key] for key in keys}
 
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from jaxtyping import Float
+from torch import Tensor
 
 from cltrace.score.activations import Feature, sequence_scores
 from cltrace.score.config import ScoreConfig
@@ -31,7 +33,7 @@ from cltrace.score.metrics import (
 )
 from cltrace.score.raters.base import Rater
 from cltrace.score.sampling import bin_sample, top_and_random
-from cltrace.score.steer import clamp_hooks, generate
+from cltrace.score.steer import clamp_rows_hooks, generate
 
 FAITH_BATCH = 64
 """Steered generations per batch (all clamp values of a feature share batches)."""
@@ -125,33 +127,104 @@ def rate_natural(
     return idx, ratings, failures
 
 
+@dataclass
+class SteerRequest:
+    """One feature's steered generations for faithfulness: every prompt at every alpha."""
+
+    feature: Feature
+    prompts: list[str]
+    alphas: list[float]
+    """Sorted, with 0 (the feature ablated) among them."""
+    peak: float
+    """The feature's largest |activation| on the natural texts; row values are alpha * peak."""
+
+    @property
+    def values(self) -> Tensor:
+        """Clamp value of each generation, alpha-major (all prompts at the first alpha, ...)."""
+        return torch.tensor([a * self.peak for a in self.alphas for _ in self.prompts],
+                            dtype=torch.float64)  # fmt: skip
+
+    @property
+    def rows(self) -> list[str]:
+        return [p for _ in self.alphas for p in self.prompts]
+
+
+def faithfulness_request(
+    feature: Feature, texts: Sequence[str], natural: Float[np.ndarray, " n"], cfg: ScoreConfig
+) -> SteerRequest | Score:
+    """What faithfulness must generate for ``feature``, or its NaN score when it cannot."""
+    peak = float(np.abs(natural).max()) if natural.size else 0.0
+    if peak == 0.0:
+        return Score(NAN, "the feature never fires on the natural texts")
+    rng = np.random.default_rng(cfg.seed)
+    pick = rng.choice(len(texts), size=min(cfg.n_faith_prompts, len(texts)), replace=False)
+    return SteerRequest(feature, [texts[i] for i in sorted(pick)],
+                        sorted(set(cfg.alphas) | {0.0}), peak)  # fmt: skip
+
+
+def steered_continuations(
+    adapter, transcoder, requests: Sequence[SteerRequest], cfg: ScoreConfig
+) -> list[list[str]]:
+    """Every request's generations from shared batches (rows of several features side by side,
+    each clamping its own feature: :func:`~cltrace.score.steer.clamp_rows_hooks`); per request,
+    its continuations in the order of :attr:`SteerRequest.rows`."""
+    feats = [r.feature for r in requests for _ in r.rows]
+    values = torch.cat([r.values for r in requests]) if requests else torch.zeros(0)
+    conts = generate(
+        adapter, [p for r in requests for p in r.rows], cfg.n_new_tokens, None,
+        cfg.max_prompt_tokens, generation_batch(adapter, cfg, len(requests)),
+        hooks_for=lambda rows: clamp_rows_hooks(transcoder, [feats[i] for i in rows],
+                                                values[rows]),
+    )  # fmt: skip
+    out, at = [], 0
+    for r in requests:
+        out.append(conts[at : at + len(r.rows)])
+        at += len(r.rows)
+    return out
+
+
+GENERATION_MEMORY = 1 << 30
+"""Bytes that one batch of steered generations may hold (keys and values of every layer, the
+MLP activations of a prefill, the last logits)."""
+
+
+def generation_batch(adapter, cfg: ScoreConfig, n_requests: int) -> int:
+    """Rows per steered-generation batch: :data:`FAITH_BATCH` per request (rows are sorted by
+    prompt length, so padding stays as small as one request's own batches), at most what
+    :data:`GENERATION_MEMORY` holds, never fewer than ``cfg.batch_size``."""
+    hf = adapter.hf_model.config
+    d_mlp = getattr(hf, "intermediate_size", None) or getattr(hf, "n_inner", None) or (
+        4 * adapter.d_model)
+    tokens = cfg.max_prompt_tokens + cfg.n_new_tokens
+    per_row = 4 * (2 * tokens * adapter.n_layers * adapter.d_model + 2 * tokens * d_mlp
+                   + adapter.W_U.shape[-1])  # fmt: skip
+    fits = max(1, GENERATION_MEMORY // per_row)
+    return max(cfg.batch_size, min(FAITH_BATCH * max(1, n_requests), fits))
+
+
+def faithfulness_from_continuations(
+    rater: Rater, description: str, request: SteerRequest, conts: Sequence[str]
+) -> tuple[Score, dict, list[str]]:
+    """Faithfulness from a request's generations, rated against the description."""
+    shares: dict[float, float] = {}
+    failures: list[str] = []
+    n = len(request.prompts)
+    for i, alpha in enumerate(request.alphas):
+        j = rater.rate(description, conts[i * n : (i + 1) * n])
+        failures += j.failures
+        rated = [v for v in j.values if v is not None]
+        shares[alpha] = sum(v == 2 for v in rated) / len(rated) if rated else NAN
+    info = {"shares": {str(a): s for a, s in shares.items()}, "peak_activation": request.peak}
+    return faithfulness_from_shares(shares), info, failures
+
+
 def faithfulness(
     adapter, transcoder, rater: Rater, feature: Feature, description: str,
     texts: Sequence[str], natural: Float[np.ndarray, " n"], cfg: ScoreConfig,
 ) -> tuple[Score, dict, list[str]]:  # fmt: skip
-    """Steered-generation faithfulness (the gates are checked by the caller)."""
-    peak = float(np.abs(natural).max()) if natural.size else 0.0
-    if peak == 0.0:
-        return Score(NAN, "the feature never fires on the natural texts"), {}, []
-    rng = np.random.default_rng(cfg.seed)
-    pick = rng.choice(len(texts), size=min(cfg.n_faith_prompts, len(texts)), replace=False)
-    prompts = [texts[i] for i in sorted(pick)]
-    shares: dict[float, float] = {}
-    failures: list[str] = []
-    layer, f = feature
-    alphas = sorted(set(cfg.alphas) | {0.0})
-    # every alpha's generations in shared batches: each row carries its own clamp value
-    values = torch.tensor([a * peak for a in alphas for _ in prompts], dtype=torch.float64)
-    all_conts = generate(
-        adapter, [p for _ in alphas for p in prompts], cfg.n_new_tokens, None,
-        cfg.max_prompt_tokens, max(cfg.batch_size, FAITH_BATCH),
-        hooks_for=lambda rows: clamp_hooks(transcoder, layer, f, values[rows]),
-    )  # fmt: skip
-    for i, alpha in enumerate(alphas):
-        conts = all_conts[i * len(prompts) : (i + 1) * len(prompts)]
-        j = rater.rate(description, conts)
-        failures += j.failures
-        rated = [v for v in j.values if v is not None]
-        shares[alpha] = sum(v == 2 for v in rated) / len(rated) if rated else NAN
-    info = {"shares": {str(a): s for a, s in shares.items()}, "peak_activation": peak}
-    return faithfulness_from_shares(shares), info, failures
+    """Steered-generation faithfulness of one feature (the gates are checked by the caller)."""
+    request = faithfulness_request(feature, texts, natural, cfg)
+    if isinstance(request, Score):
+        return request, {}, []
+    conts = steered_continuations(adapter, transcoder, [request], cfg)[0]
+    return faithfulness_from_continuations(rater, description, request, conts)

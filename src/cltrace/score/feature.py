@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,6 +85,34 @@ def score_feature(
     feature's synthetic texts and activations when the caller computed them for many features
     in shared passes.
     """
+    steps = score_feature_steps(adapter, transcoder, rater, rater_key, feature, description,
+                                texts, natural, cfg, pre)  # fmt: skip
+    try:
+        request = next(steps)
+        conts = fade.steered_continuations(adapter, transcoder, [request], cfg)[0]
+        steps.send(conts)
+    except StopIteration as done:
+        return done.value
+    raise RuntimeError("score_feature_steps asked for more than one set of generations")
+
+
+def score_feature_steps(
+    adapter,
+    transcoder,
+    rater: Rater,
+    rater_key: str,
+    feature: Feature,
+    description: str,
+    texts: Sequence[str],
+    natural: Float[np.ndarray, " n"],
+    cfg: ScoreConfig,
+    pre=None,
+) -> Generator[fade.SteerRequest, list[str], FeatureScores]:
+    """:func:`score_feature` as a generator that hands its steered generations to the caller:
+    when faithfulness is due it yields a :class:`~cltrace.score.fade.SteerRequest` and expects
+    the continuations sent back; it returns the :class:`FeatureScores`. A caller scoring many
+    features generates all their requests in shared batches
+    (:func:`~cltrace.score.fade.steered_continuations`)."""
     if not description.strip():
         return unscored(rater_key, "no description", description)
     scores: dict[str, Score | None] = {}
@@ -111,9 +139,14 @@ def score_feature(
         scores["faithfulness"] = None
         skip = "faithfulness is switched off in this configuration"
     elif clar.ok and resp.ok and clar.value >= cfg.gate and resp.value >= cfg.gate:
-        scores["faithfulness"], faith_info, fails = fade.faithfulness(
-            adapter, transcoder, rater, feature, description, texts, natural, cfg
-        )
+        request = fade.faithfulness_request(feature, texts, natural, cfg)
+        if isinstance(request, Score):
+            scores["faithfulness"], faith_info, fails = request, {}, []
+        else:
+            conts = yield request
+            scores["faithfulness"], faith_info, fails = fade.faithfulness_from_continuations(
+                rater, description, request, conts
+            )
         info["faithfulness"] = faith_info
         failures += fails
     else:

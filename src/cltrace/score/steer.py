@@ -48,6 +48,57 @@ def clamp_hooks(
     return hooks
 
 
+def clamp_rows_hooks(
+    transcoder: CrossLayerTranscoder, features: Sequence[tuple[int, int]], values: Tensor
+) -> dict[str, Hook]:
+    """:func:`clamp_hooks` with a feature of its own for every row of the batch: row ``i`` holds
+    ``features[i]`` at ``values[i]``. Each row sees exactly the arithmetic of its feature's own
+    :func:`clamp_hooks`, so a batch mixing features generates what each would alone."""
+    by_layer: dict[int, list[int]] = {}
+    for i, (layer, _) in enumerate(features):
+        by_layer.setdefault(int(layer), []).append(i)
+    state: dict[int, Tensor] = {}
+    writes: dict[int, list] = {}
+    hooks: dict[str, Hook] = {}
+    for layer, rows in by_layer.items():
+        idx = torch.tensor(rows)
+        ids = [int(features[i][1]) for i in rows]
+        uniq = sorted(set(ids))
+        dec = {f: transcoder.decoder_rows(layer, torch.tensor([f]))[0].detach() for f in uniq}
+        groups = [(f, idx[torch.tensor([j for j, g in enumerate(ids) if g == f])]) for f in uniq]
+
+        def read(x: Tensor, layer: int = layer, groups=groups) -> None:
+            parts = [(r, encode_subset(transcoder, layer, x[r.to(x.device)], [f])[..., 0])
+                     for f, r in groups]  # one feature at a time, as clamp_hooks encodes it
+            a = torch.zeros(x.shape[:2], dtype=parts[0][1].dtype, device=x.device)
+            for r, part in parts:
+                a[r.to(x.device)] = part
+            state[layer] = a
+            return None
+
+        hooks[f"mlp_in.{layer}"] = read
+        for k in range(next(iter(dec.values())).shape[0]):
+            writes.setdefault(layer + k, []).append((layer, k, groups, dec))
+
+    def make_write(site: int):
+        def write(t: Tensor) -> Tensor:
+            out = t.clone()
+            for layer, k, groups, dec in writes[site]:
+                for f, r in groups:
+                    r = r.to(t.device)
+                    v = values[r].to(device=t.device, dtype=state[layer].dtype)[:, None]
+                    delta = (v - state[layer][r]).to(t.dtype)
+                    w = dec[f][k].to(device=t.device, dtype=t.dtype)
+                    out[r] = t[r] + delta[..., None] * w
+            return out
+
+        return write
+
+    for site in writes:
+        hooks[f"mlp_out.{site}"] = make_write(site)
+    return hooks
+
+
 @torch.no_grad()
 def generate(
     adapter: ModelAdapter,
