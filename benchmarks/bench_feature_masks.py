@@ -33,6 +33,29 @@ def _mean_se(xs: list[float]) -> tuple[float, float]:
     return m, se
 
 
+def _floor_seconds(adapter, pair, cfg, reps: int = 50) -> float:
+    """What ``cfg.steps`` plain forward and backward passes of ``cfg.samples`` rows cost (the
+    gradient taken with respect to an added zero at the first MLP output, last-position logits
+    only): what a trained mask costs per budget without its gate arithmetic."""
+    import torch
+
+    from cltrace.prune.components import _last_logits
+
+    tokens = adapter.to_tokens(pair.clean).expand(cfg.samples, -1)
+    d = torch.zeros(tokens.shape + (adapter.d_model,), requires_grad=True)
+
+    def step():
+        with adapter.hooks({"mlp_out.0": lambda t: t + d}):
+            logits = _last_logits(adapter, tokens)
+        torch.autograd.grad(logits.logsumexp(-1).sum(), [d])
+
+    step()  # warm-up
+    t = time.perf_counter()
+    for _ in range(reps):
+        step()
+    return (time.perf_counter() - t) / reps * cfg.steps
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=8, help="IOI prompt pairs")
@@ -94,6 +117,7 @@ def main() -> None:
         print(f"prompt {i + 1}/{len(pairs)}: {comps.n} occurrences, "
               f"learned mask {seconds['learned_mask'][-1]:.1f} s", flush=True)  # fmt: skip
 
+    floor = _floor_seconds(adapter, pairs[0], lm_cfg)
     titles = {m: get_method(m).title for m in METHODS}
     print(f"\nKL(clean || pruned), mean ± s.e. over {len(pairs)} IOI prompts "
           f"(bundled model; {statistics.fmean(n_units):.0f} occurrences per prompt)")  # fmt: skip
@@ -119,6 +143,8 @@ def main() -> None:
         "\nlearned mask seconds per prompt by budget: "
         + ", ".join(f"K={k} {statistics.fmean(v):.2f}" for k, v in lm_seconds.items())
     )
+    print(f"floor per budget ({lm_cfg.steps} plain forward+backward passes of "
+          f"{lm_cfg.samples} rows): {floor:.2f} s")  # fmt: skip
     print(f"threads: {torch.get_num_threads()}, load average at the end: {os.getloadavg()[0]:.2f}")
     if args.out:
         out = {
@@ -127,7 +153,8 @@ def main() -> None:
             "kl": {f"{m}@{k}": v for (m, k), v in kl.items()},
             "seconds_per_prompt": {m: statistics.fmean(v) for m, v in seconds.items()},
             "learned_seconds_by_budget": {k: statistics.fmean(v) for k, v in lm_seconds.items()},
-            "learned_wins": wins, "mean_occurrences": statistics.fmean(n_units),
+            "learned_floor_s_per_budget": floor, "learned_wins": wins,
+            "mean_occurrences": statistics.fmean(n_units),
         }  # fmt: skip
         Path(args.out).write_text(json.dumps(out, indent=2))
 

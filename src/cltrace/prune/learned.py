@@ -32,6 +32,7 @@ from torch import Tensor
 
 from cltrace.edges.pruning import prob_open, sample_hard_concrete
 from cltrace.errors import UsageError
+from cltrace.models.adapter import Hook, Site
 from cltrace.prune.components import _last_logits
 from cltrace.prune.methods import ScoreContext
 
@@ -130,9 +131,8 @@ class GatedForward:
         resid = comps._clean_resid()
         patch = self.patch(gates).to(resid.device)
         hidden = resid[s0] - patch[:, :, s0].to(resid.dtype)
-        hooks = {
-            f"mlp_out.{s}": (lambda t, p=patch[:, :, s]: t - p.to(t.dtype))
-            for s in range(s0 + 1, comps.adapter.n_layers)
+        hooks: dict[str | Site, Hook] = {
+            f"mlp_out.{s}": _minus(patch[:, :, s]) for s in range(s0 + 1, comps.adapter.n_layers)
         }
         adapter = comps.adapter
         with adapter.resume_after(s0, hidden), adapter.hooks(hooks):
@@ -143,6 +143,10 @@ class GatedForward:
         logp = torch.log_softmax(self.comps.clean_logits.double(), -1)
         logq = torch.log_softmax(self.logits(gates).double(), -1)
         return (logp.exp() * (logp - logq)).sum(-1)
+
+
+def _minus(patch: Tensor) -> Hook:
+    return lambda t: t - patch.to(t.dtype)
 
 
 def candidate_units(ctx: ScoreContext, k: int, factor: int) -> Int[Tensor, " c"]:
