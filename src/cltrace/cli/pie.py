@@ -12,7 +12,7 @@ from cltrace.cli._apps import app
 STAGES = ("prune", "interpret", "evaluate")
 SECONDS_PER_PROMPT = {"fap": 0.05, "fap_synergy": 0.5, "fap_signal": 0.05, "act_mag": 0.02,
                       "relp": 0.05, "factp": 1.8, "acdc": 2.2, "graph_influence": 0.15,
-                      "random": 0.1}  # fmt: skip
+                      "random": 0.1, "learned_mask": 20.0}  # fmt: skip
 """Rough stage-I seconds per IOI prompt and method with the bundled model on one idle core
 (benchmarks/bench_pie.py measures them); only for the estimate printed at the start."""
 
