@@ -5,6 +5,11 @@ writes ``scores.json`` (one entry per feature), ``scores_summary.json`` (mean, s
 bootstrap CI per metric, with the configuration) and refreshes ``report.html``. Progress is
 saved after each feature in ``scores.partial.json``, so an interrupted or failed run resumes
 where it stopped while the earlier ``scores.json`` stays intact until the stage succeeds.
+
+Under torchrun the ranks share the features still to do (every ``world_size``-th to each); rank
+``r`` saves its progress in ``scores.partial.rank<r>.json``, and rank 0 moves those entries into
+``scores.partial.json`` at the end of each set (and, at the start, what the ranks of an
+interrupted run left), so a run resumes at any number of processes.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cltrace.dist import World, crash_point, together
+from cltrace.errors import CltraceError
 from cltrace.files import RunLock, atomic_write_json, read_json, require_run_dir
 from cltrace.pie.stages import read_descriptions, read_kept_features, read_run_config
 from cltrace.retention.stats import bootstrap_ci
@@ -29,8 +36,9 @@ from cltrace.score.feature import METRICS, score_feature, unscored
 from cltrace.score.raters import make_rater
 from cltrace.score.texts import HELD_OUT_SEED, N_NATURAL, load_texts
 
-PREFETCH_CHUNK = 64
-"""Features whose synthetic and activating texts share batched model passes."""
+PREFETCH_CHUNK = 16
+"""Features whose synthetic and activating texts share batched model passes (consecutive in
+the set; also the unit of work of a rank under torchrun)."""
 
 
 def _description(entry) -> str:
@@ -86,6 +94,7 @@ def evaluate_run(
     adapter=None,
     transcoder=None,
     n_boot: int = 1000,
+    world: World | None = None,
 ) -> dict:
     """Score the descriptions of a run's kept features and write the files; returns the summary.
 
@@ -101,8 +110,15 @@ def evaluate_run(
     replaced only when the whole stage succeeded, so a failed run (an LLM endpoint that is down,
     for example) leaves the earlier scores as they were. The run directory is locked for the
     duration.
+
+    Under torchrun (``world`` of several processes) each rank scores every ``world_size``-th
+    feature still to do and keeps its progress in ``scores.partial.rank<r>.json``; rank 0
+    merges the ranks' files and writes the same score files as one process (the others return
+    ``{}``). A feature's scores depend only on the feature, so a run interrupted at one world
+    size resumes at any other.
     """
     run = Path(run_dir)
+    world = world or World()
     cfg = config or ScoreConfig()
     endpoint = None
     if rater == "llm" and client is None:  # checked before anything is loaded
@@ -111,30 +127,63 @@ def evaluate_run(
         endpoint = resolve_endpoint(base_url, model, user="the llm rater")
         base_url, model = endpoint.base_url, endpoint.model
     require_run_dir(run)
-    if endpoint is not None:
+    if endpoint is not None and world.is_main:
         from cltrace.llm import probe
 
         probe(endpoint)
-    with RunLock(run):
-        descs = read_descriptions(
-            run / "descriptions.json", f"run stage II to write it (cltrace interpret --run {run})."
-        )
-        kept_feats = read_kept_features(run)
-        if adapter is None or transcoder is None:
-            adapter, transcoder = _run_models(run, adapter, transcoder)
-        texts = load_texts(corpus, N_NATURAL, HELD_OUT_SEED)
-        if pool is None:
-            pool = load_texts(None, N_NATURAL, HELD_OUT_SEED + 1) if corpus is None else texts
-        judge = make_rater(rater, pool=pool, seed=cfg.seed, client=client, base_url=base_url,
-                           model=model, cache_dir=cache_dir)  # fmt: skip
+    with contextlib.ExitStack() as held:
+        with together(world, "before stage III"):
+            if world.is_main:
+                held.enter_context(RunLock(run))
+                for name in ("scores.json", "scores_random.json"):
+                    _merge_rank_partials(run / name)  # what an interrupted run's ranks saved
+            descs = read_descriptions(
+                run / "descriptions.json",
+                f"run stage II to write it (cltrace interpret --run {run}).",
+            )
+            kept_feats = read_kept_features(run)
+            if adapter is None or transcoder is None:
+                adapter, transcoder = _run_models(run, adapter, transcoder)
+            texts = load_texts(corpus, N_NATURAL, HELD_OUT_SEED)
+            if pool is None:
+                pool = load_texts(None, N_NATURAL, HELD_OUT_SEED + 1) if corpus is None else texts
+            judge = make_rater(rater, pool=pool, seed=cfg.seed, client=client,
+                               base_url=base_url, model=model, cache_dir=cache_dir)  # fmt: skip
         llm_id = f"{getattr(client, 'model', model)}@{getattr(client, 'base_url', base_url)}"
         fp = _fingerprint(rater, cfg, texts, llm_id if rater == "llm" else "")
 
         def score_set(features: list, descs: dict, path: Path, label: str) -> dict[str, dict]:
-            return _score_set(features, descs, path, label, adapter, transcoder, judge, rater,
-                              texts, cfg, fp, console)  # fmt: skip
+            with together(world, f"while scoring the {label} features in stage III"):
+                mine = _score_set(features, descs, path, label, adapter, transcoder, judge,
+                                  rater, texts, cfg, fp, console, world)  # fmt: skip
+            if not world.is_main:
+                return {}
+            got = _merge_rank_partials(path, mine)
+            keys = [f"{layer}/{f}" for layer, f in features]
+            missing = [k for k in keys if k not in got]
+            if missing:  # a rank reported success without saving its entries
+                raise CltraceError(
+                    f"no score was saved for {len(missing)} {label} features (first "
+                    f"{missing[0]}); rerun the same command to score them."
+                )
+            return {k: got[k] for k in keys}
 
         written = {"scores.json": score_set(kept_feats, descs, run / "scores.json", "kept")}
+        # stage II also describes a uniform random sample of the active set; scoring it gives
+        # the baseline the kept features' scores are compared with
+        rand_path = run / "descriptions_random.json"
+        if rand_path.exists():
+            rand_descs = read_descriptions(
+                rand_path, f"rerun stage II to rewrite it (cltrace interpret --run {run})."
+            )
+            rand_feats = [tuple(int(x) for x in k.split("/")) for k in rand_descs]
+            written["scores_random.json"] = score_set(
+                rand_feats, rand_descs, run / "scores_random.json", "random"
+            )
+        with together(world, "in stage III"):
+            _check_answered(judge)
+        if not world.is_main:
+            return {}
         summary = {
             "rater": rater,
             "n_features": len(written["scores.json"]),
@@ -144,18 +193,9 @@ def evaluate_run(
             "config": cfg.to_json(),
             "metrics": summarize(written["scores.json"], n_boot),
         }  # fmt: skip
-        # stage II also describes a uniform random sample of the active set; scoring it gives
-        # the baseline the kept features' scores are compared with
-        rand_path = run / "descriptions_random.json"
-        if rand_path.exists():
-            rand_descs = read_descriptions(
-                rand_path, f"rerun stage II to rewrite it (cltrace interpret --run {run})."
-            )
-            rand_feats = [tuple(int(x) for x in k.split("/")) for k in rand_descs]
-            rand = score_set(rand_feats, rand_descs, run / "scores_random.json", "random")
-            written["scores_random.json"] = rand
+        if "scores_random.json" in written:
+            rand = written["scores_random.json"]
             summary["random"] = {"n_features": len(rand), "metrics": summarize(rand, n_boot)}
-        _check_answered(judge)
         _commit(run, written, summary)
     if console is not None:
         _print_summary(console, summary)
@@ -188,6 +228,8 @@ def _commit(run: Path, written: dict[str, dict], summary: dict) -> None:
     for name, scores in written.items():
         atomic_write_json(run / name, _clean(scores))
         _partial(run / name).unlink(missing_ok=True)
+        for p in run.glob(f"{Path(name).stem}.partial.rank*.json"):  # none left after a merge
+            p.unlink()
     atomic_write_json(run / "scores_summary.json", _clean(summary))
     if "scores_random.json" in written:
         _update_interpret_cost(run)
@@ -202,11 +244,58 @@ def _partial(path: Path) -> Path:
     return path.with_name(f"{path.stem}.partial{path.suffix}")
 
 
+def _rank_partial(path: Path, rank: int) -> Path:
+    """Where rank ``rank`` of a run under torchrun keeps its progress on ``path``."""
+    return path.with_name(f"{path.stem}.partial.rank{rank}{path.suffix}")
+
+
+def _merge_rank_partials(path: Path, scores: dict[str, dict] | None = None) -> dict[str, dict]:
+    """Move the entries of the ranks' progress files on ``path`` into its one progress file
+    (rank 0's job, while the other ranks wait); returns ``scores`` updated with them.
+
+    At the start of stage III this picks up what the ranks of an interrupted run saved; at the
+    end of a set it gathers what each rank scored (``scores``: rank 0's own entries)."""
+    hint = "delete it to score those features from scratch."
+    merged = dict(scores or {})
+    ranks = sorted(path.parent.glob(f"{path.stem}.partial.rank*{path.suffix}"))
+    if not ranks:
+        return merged
+    partial = _partial(path)
+    saved = read_json(partial, hint) if partial.exists() else {}
+    for p in ranks:
+        saved.update(read_json(p, hint))
+    atomic_write_json(partial, _clean(saved))  # before the rank files go: nothing is lost
+    for p in ranks:
+        p.unlink()
+    merged.update(saved)
+    return merged
+
+
 def _score_set(
-    features, descs, path, label, adapter, transcoder, judge, rater, texts, cfg, fp, console
+    features,
+    descs,
+    path,
+    label,
+    adapter,
+    transcoder,
+    judge,
+    rater,
+    texts,
+    cfg,
+    fp,
+    console,
+    world: World,
 ) -> dict[str, dict]:
     """Score one set of features for ``path``, resuming entries with the same ``fp`` from it
-    and from its progress file; progress is saved after each feature, ``path`` is not touched."""
+    and from its progress file; progress is saved after each feature, ``path`` is not touched.
+
+    The set is cut into blocks of :data:`PREFETCH_CHUNK` features, whose model passes are
+    shared, and the natural-text scores are computed for every described feature of the set:
+    the passes then have the same shapes however the work is split, so a feature's scores are
+    the same bit for bit whether it is scored by one process or by a rank under torchrun (block
+    ``c`` on rank ``c % world_size``), in one go or after a resumption (the passes of a block
+    half done before are run whole). Returns the entries this rank has: those resumed and
+    those it scored, the latter saved in its own progress file under torchrun."""
     hint = "delete it to score those features from scratch."
     old = read_json(path, hint) if path.exists() else {}
     partial = _partial(path)
@@ -216,26 +305,33 @@ def _score_set(
     scores: dict[str, dict] = {
         k: old[k] for k in keys if isinstance(old.get(k), dict) and old[k].get("config_id") == fp
     }
-    todo = [(feat, k) for feat, k in zip(features, keys, strict=True) if k not in scores]
-    described = [(feat, k) for feat, k in todo if _description(descs.get(k)).strip()]
+    items = list(zip(features, keys, strict=True))
+    blocks = [items[i : i + PREFETCH_CHUNK] for i in range(0, len(items), PREFETCH_CHUNK)]
+    blocks = blocks[world.rank :: world.size]
+    todo = [(feat, k) for block in blocks for feat, k in block if k not in scores]
+    saved = keys  # what the progress file holds: every entry, or under torchrun this rank's own
+    if world.distributed:
+        partial = _rank_partial(path, world.rank)
+        saved = [k for _, k in todo]
+    described = [(feat, k) for feat, k in items if _description(descs.get(k)).strip()]
     natural = (
         sequence_scores(adapter, transcoder, texts, [f for f, _ in described], cfg.reduce,
                         max_tokens=cfg.max_tokens, batch_size=cfg.batch_size)
-        if described else np.zeros((0, len(texts)))
+        if todo and described else np.zeros((0, len(texts)))
     )  # fmt: skip
     row = {k: i for i, (_, k) in enumerate(described)}
-    # features are prepared PREFETCH_CHUNK at a time: their model passes are shared, and
-    # progress is still saved every few seconds
-    pre: dict[str, Prefetched | None] = {}
     with _progress(console) as bar:
         job = (
             bar.add_task(f"stage III: scoring {label} descriptions", total=len(todo))
             if bar
             else None
         )
-        for n_done, (feat, k) in enumerate(todo):
-            if k in row and k not in pre:
-                chunk = [(f, key) for f, key in todo[n_done:] if key in row][:PREFETCH_CHUNK]
+        for block in blocks:
+            if all(k in scores for _, k in block):
+                continue
+            chunk = [(f, key) for f, key in block if key in row]
+            pre: dict[str, Prefetched | None] = {}
+            if chunk:
                 try:
                     pre = dict(zip([key for _, key in chunk], prefetch(
                         adapter, transcoder, judge, [f for f, _ in chunk],
@@ -246,17 +342,21 @@ def _score_set(
                     # a rater that fails (an endpoint going down) fails again below, feature
                     # by feature, so the features before it are scored and saved first
                     pre = {key: None for _, key in chunk}
-            desc = _description(descs.get(k))
-            if k not in row:
-                fs = unscored(rater, "no description (stage II gave none)", desc)
-            else:
-                fs = score_feature(adapter, transcoder, judge, rater, feat, desc, texts,
-                                   natural[row[k]], cfg, pre.pop(k))  # fmt: skip
-            scores[k] = {**fs.to_json(), "config_id": fp}
-            atomic_write_json(partial, _clean({key: scores[key] for key in keys if key in scores}))
-            if bar:
-                bar.advance(job)
-    return {key: scores[key] for key in keys}
+            for feat, k in block:
+                if k in scores:
+                    continue
+                desc = _description(descs.get(k))
+                if k not in row:
+                    fs = unscored(rater, "no description (stage II gave none)", desc)
+                else:
+                    fs = score_feature(adapter, transcoder, judge, rater, feat, desc, texts,
+                                       natural[row[k]], cfg, pre.pop(k))  # fmt: skip
+                scores[k] = {**fs.to_json(), "config_id": fp}
+                atomic_write_json(partial, _clean({x: scores[x] for x in saved if x in scores}))
+                crash_point(world)
+                if bar:
+                    bar.advance(job)
+    return scores
 
 
 def _update_interpret_cost(run: Path) -> None:
