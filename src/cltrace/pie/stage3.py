@@ -6,10 +6,10 @@ bootstrap CI per metric, with the configuration) and refreshes ``report.html``. 
 saved after each feature in ``scores.partial.json``, so an interrupted or failed run resumes
 where it stopped while the earlier ``scores.json`` stays intact until the stage succeeds.
 
-Under torchrun the ranks share the features still to do (every ``world_size``-th to each); rank
-``r`` saves its progress in ``scores.partial.rank<r>.json``, and rank 0 moves those entries into
-``scores.partial.json`` at the end of each set (and, at the start, what the ranks of an
-interrupted run left), so a run resumes at any number of processes.
+Under torchrun the ranks share the features, in blocks of :data:`PREFETCH_CHUNK` (block ``b`` on
+rank ``b % world_size``); rank ``r`` saves its progress in ``scores.partial.rank<r>.json``, and
+rank 0 moves those entries into ``scores.partial.json`` at the end of each set (and, at the
+start, what the ranks of an interrupted run left), so a run resumes at any number of processes.
 """
 
 from __future__ import annotations
@@ -111,11 +111,10 @@ def evaluate_run(
     for example) leaves the earlier scores as they were. The run directory is locked for the
     duration.
 
-    Under torchrun (``world`` of several processes) each rank scores every ``world_size``-th
-    feature still to do and keeps its progress in ``scores.partial.rank<r>.json``; rank 0
-    merges the ranks' files and writes the same score files as one process (the others return
-    ``{}``). A feature's scores depend only on the feature, so a run interrupted at one world
-    size resumes at any other.
+    Under torchrun (``world`` of several processes) each rank scores its blocks of features
+    (see :func:`_score_set`) and keeps its progress in ``scores.partial.rank<r>.json``; rank 0
+    merges the ranks' files and writes the same score files as one process, byte for byte (the
+    others return ``{}``). A run interrupted at one world size resumes at any other.
     """
     run = Path(run_dir)
     world = world or World()
