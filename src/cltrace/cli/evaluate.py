@@ -9,7 +9,12 @@ from cltrace.cli._apps import app
 
 @app.command("evaluate")
 def evaluate(
-    run: str = typer.Option(..., "--run", help="PIE run directory with descriptions.json."),
+    run: str = typer.Option(
+        ...,
+        "--run",
+        "--run-dir",
+        help="PIE run directory with descriptions.json (--run-dir under torchrun).",
+    ),
     rater: str = typer.Option(
         "lexical", "--rater", help="lexical (offline, token lists), llm, or embedding (optional)."
     ),

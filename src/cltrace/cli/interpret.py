@@ -9,7 +9,12 @@ from cltrace.cli._apps import app
 
 @app.command("interpret")
 def interpret_cmd(
-    run: str = typer.Option(..., "--run", help="PIE run directory (with kept_features.json)."),
+    run: str = typer.Option(
+        ...,
+        "--run",
+        "--run-dir",
+        help="PIE run directory (with kept_features.json; --run-dir under torchrun).",
+    ),
     explainer: str = typer.Option(
         "weightlens", "--explainer", help="weightlens, llm, circuitlens or circuitlens_llm."
     ),
