@@ -1,16 +1,18 @@
 """One process against two (torchrun, gloo on CPU; nccl on GPUs), side by side in one run.
 
-    python benchmarks/bench_distributed.py [--pairs 32] [--steps 200] [--threads 1]
+    python benchmarks/bench_distributed.py [--pairs 32] [--steps 200] [--threads 1] [--no-later]
 
-Two jobs, each run with 1 and then 2 processes of ``--threads`` torch threads:
+Each job runs with 1 and then 2 processes of ``--threads`` torch threads:
 - PIE stage I on the bundled model (``cltrace pie --n-pairs N --stages prune --methods
   fap,fap_synergy,random``), timed from the command's start (model loading included);
+- PIE stages II and III on that run (``--stages interpret``, then ``--stages evaluate``, each
+  timed the same way; ``--no-later`` skips them);
 - CLT training (``cltrace train clt --steps S``), whose throughput comes from train_stats.json.
 
 Prints wall time (or tokens/s), the speed-up and the scaling efficiency (speed-up / processes),
-and checks that the two PIE runs wrote the same results.json. On a 2-core machine the two
-processes share the cores, so efficiency is bounded by what else runs there; the load average
-is printed with the table.
+and checks that the two PIE runs wrote the same results.json, descriptions and scores. On a
+2-core machine the two processes share the cores, so efficiency is bounded by what else runs
+there; the load average is printed with the table.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=32)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-later", action="store_true", help="Skip PIE stages II and III.")
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -57,6 +60,19 @@ def main() -> None:
             Path(tmp) / "pie2/results.json"
         ).read_text()
         rows.append(("PIE stage I (s, wall)", times[1], times[2], times[1] / times[2]))
+        checked = ["results.json"]
+        for stage, label in [] if args.no_later else [("interpret", "II"), ("evaluate", "III")]:
+            for n in (1, 2):
+                cmd = [*pie[:3], "--stages", stage, *pie[5:], "--out", str(Path(tmp) / f"pie{n}")]
+                times[n] = _run(_cltrace(n, cmd), args.threads)
+            rows.append((f"PIE stage {label} (s, wall)", times[1], times[2], times[1] / times[2]))
+            names = ["descriptions.json", "descriptions_random.json"] if stage == "interpret" else [
+                "scores.json", "scores_random.json", "scores_summary.json"]  # fmt: skip
+            same = same and all(
+                (Path(tmp) / "pie1" / f).read_bytes() == (Path(tmp) / "pie2" / f).read_bytes()
+                for f in names
+            )
+            checked += names
         rates = {}
         for n in (1, 2):
             out = Path(tmp) / f"clt{n}"
@@ -68,7 +84,7 @@ def main() -> None:
     for name, a, b, s in rows:
         print(f"{name:<26} {a:>12.1f} {b:>12.1f} {s:>8.2f}x {s / 2:>10.2f}")
     print(
-        f"PIE results.json identical: {same}; load average {os.getloadavg()[0]:.2f}; "
+        f"PIE {', '.join(checked)} identical: {same}; load average {os.getloadavg()[0]:.2f}; "
         f"{args.threads} thread(s) per process"
     )
 

@@ -51,3 +51,26 @@ def test_two_ranks_give_the_one_process_results_and_resume(cli, tiny, tmp_path):
     assert "resuming: 2/4 prompts done" in done.stdout
     assert not list(part.glob("records.rank*.jsonl"))
     _same_outputs(one, part)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun is not installed")
+def test_interpret_and_evaluate_commands_share_their_work_under_torchrun(cli, tiny, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    args = ["pie", *tiny_opts(tiny), "--data", tiny / "pairs.json", "--budgets", "2,4",
+            "--methods", "fap,random", "--force"]  # fmt: skip
+    done = cli(*args, "--out", one)
+    assert done.returncode == 0, done.stderr
+    done = cli(*args, "--stages", "prune", "--out", two)
+    assert done.returncode == 0, done.stderr
+    for command in ("interpret", "evaluate"):  # --run-dir: torchrun's parser takes --run
+        done = _torchrun(command, "--run-dir", two)
+        assert done.returncode == 0, done.stderr[-3000:]
+    names = ["descriptions.json", "descriptions_random.json", "scores.json",
+             "scores_random.json", "scores_summary.json"]  # fmt: skip
+    for store in ("activations", "activations_random"):
+        names += [str(p.relative_to(one)) for p in sorted((one / store).rglob("*")) if p.is_file()]
+    assert len(names) > 5 + 2 * 16
+    for name in names:
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    assert not list(two.glob("*.partial*"))

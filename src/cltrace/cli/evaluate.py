@@ -9,7 +9,12 @@ from cltrace.cli._apps import app
 
 @app.command("evaluate")
 def evaluate(
-    run: str = typer.Option(..., "--run", help="PIE run directory with descriptions.json."),
+    run: str = typer.Option(
+        ...,
+        "--run",
+        "--run-dir",
+        help="PIE run directory with descriptions.json (--run-dir under torchrun).",
+    ),
     rater: str = typer.Option(
         "lexical", "--rater", help="lexical (offline, token lists), llm, or embedding (optional)."
     ),
@@ -68,14 +73,22 @@ def evaluate(
         raise UsageError(f"unknown variant {variant!r}; use fade, pie or pie-fade.")
     cfg = variants[variant]()
     cfg = replace(cfg, faithfulness=faithfulness and cfg.faithfulness)
-    console = Console()
+    from cltrace import dist
+
+    world = dist.start()  # under torchrun the ranks share the features
+    console = Console() if world.is_main else None
     state.interrupt_note = (
         f"scores.json in {run} is as it was; the features scored so far are kept in "
-        "scores.partial.json, and rerunning the same command resumes from them"
+        "scores.partial*.json, and rerunning the same command resumes from them"
     )
     cache = cache_dir or (str(Path(run) / "llm_cache") if rater == "llm" else None)
-    evaluate_run(
-        run, rater=rater, console=console, corpus=corpus, config=cfg, base_url=base_url,
-        model=model, cache_dir=cache,
-    )  # fmt: skip
+    try:
+        evaluate_run(
+            run, rater=rater, console=console, corpus=corpus, config=cfg, base_url=base_url,
+            model=model, cache_dir=cache, world=world,
+        )  # fmt: skip
+    finally:
+        dist.finish(world)
+    if console is None:
+        return
     console.print(f"scores: {Path(run) / 'scores.json'}  (report: {Path(run) / 'report.html'})")

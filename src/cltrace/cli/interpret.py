@@ -9,7 +9,12 @@ from cltrace.cli._apps import app
 
 @app.command("interpret")
 def interpret_cmd(
-    run: str = typer.Option(..., "--run", help="PIE run directory (with kept_features.json)."),
+    run: str = typer.Option(
+        ...,
+        "--run",
+        "--run-dir",
+        help="PIE run directory (with kept_features.json; --run-dir under torchrun).",
+    ),
     explainer: str = typer.Option(
         "weightlens", "--explainer", help="weightlens, llm, circuitlens or circuitlens_llm."
     ),
@@ -58,12 +63,20 @@ def interpret_cmd(
         compare_random=compare_random, base_url=base_url, llm_model=model,
         concurrency=concurrency, max_features=max_features,
     )  # fmt: skip
-    console = Console()
+    from cltrace import dist
+
+    world = dist.start()  # under torchrun the ranks share the corpus scan
+    console = Console() if world.is_main else None
     state.interrupt_note = (
         f"the files of {run_dir} are as they were before this command (descriptions are "
         "written only when the stage finishes); the activation store keeps its finished chunks, "
         "so rerunning the same command resumes the scan"
     )
-    interpret_run(run_dir, console=console, config=cfg)
+    try:
+        interpret_run(run_dir, console=console, config=cfg, world=world)
+    finally:
+        dist.finish(world)
+    if console is None:
+        return
     console.print(f"descriptions: {run_dir / 'descriptions.json'}  "
                   f"(report: {run_dir / 'report.html'})")  # fmt: skip

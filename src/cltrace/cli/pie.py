@@ -125,7 +125,6 @@ def pie(
 
     from rich.console import Console
     from rich.progress import Progress
-    from rich.table import Table
 
     from cltrace.cli._apps import state
     from cltrace.errors import UsageError
@@ -163,10 +162,15 @@ def pie(
     validate(cfg)
     from cltrace import dist
 
-    world = dist.start()  # several processes under torchrun share stage I's prompts
+    world = dist.start()  # several processes under torchrun share the work of every stage
+    later = "interpret" in wanted or "evaluate" in wanted
     if not world.is_main:
         try:
             run_pie(cfg, run_dir, force=force, world=world)
+            if later:
+                from cltrace.pie.stages import run_later_stages
+
+                run_later_stages(run_dir, wanted, None, world)
         finally:
             dist.finish(world)
         return
@@ -194,20 +198,34 @@ def pie(
             f"{run_dir}/records.jsonl keeps the {i} of {total} prompts finished; {resume}"
         )
 
-    with Progress(console=console, transient=True) as bar:
-        job = bar.add_task("stage I: scoring prompts", total=None)
-        try:
+    try:
+        with Progress(console=console, transient=True) as bar:
+            job = bar.add_task("stage I: scoring prompts", total=None)
             results = run_pie(cfg, run_dir, progress=progress, force=force, world=world)
-        finally:
-            dist.finish(world)
-    done_before = first[0] if first else 0
-    console.print(
-        f"stage I (prune): {results['n_prompts']} prompts ({results['n_prompts'] - done_before} "
-        f"computed now) in {_clock(time.perf_counter() - started)}"
-    )
-    state.interrupt_note = (
-        f"stage I is complete in {run_dir}; rerun the same command to redo the later stages"
-    )
+        n_now = results["n_prompts"] - (first[0] if first else 0)
+        console.print(
+            f"stage I (prune): {results['n_prompts']} prompts ({n_now} computed now) in "
+            f"{_clock(time.perf_counter() - started)}"
+        )
+        state.interrupt_note = (
+            f"stage I is complete in {run_dir}; rerun the same command to redo the later stages"
+        )
+        _print_stage1(console, results, chosen, ks)
+        if later:
+            from cltrace.pie.stages import run_later_stages
+
+            run_later_stages(run_dir, wanted, console, world)
+    finally:
+        dist.finish(world)
+    state.interrupt_note = None
+    console.print(f"run directory: {run_dir}  (report: {run_dir / 'report.html'})")
+    console.print(f"view it: cltrace serve {run_dir}", markup=False, soft_wrap=True)
+
+
+def _print_stage1(console, results: dict, chosen, ks) -> None:
+    """The behaviour line, the stage-I table and the random baseline's equivalent budget."""
+    from rich.table import Table
+
     b = results.get("behaviour")
     if b:
         console.print(
@@ -241,10 +259,3 @@ def pie(
             f"random needs K≈{req['random_equivalent_budget']:.0f} to match FAP at "
             f"K={req['fap_budget']} ({req['compression']:.1f}x)"
         )
-    if "interpret" in wanted or "evaluate" in wanted:
-        from cltrace.pie.stages import run_later_stages
-
-        run_later_stages(run_dir, wanted, console)
-    state.interrupt_note = None
-    console.print(f"run directory: {run_dir}  (report: {run_dir / 'report.html'})")
-    console.print(f"view it: cltrace serve {run_dir}", markup=False, soft_wrap=True)

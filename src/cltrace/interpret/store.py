@@ -9,10 +9,11 @@ Layout under the store directory (``<run>/activations/``)::
 
 Scanning is resumable: a chunk is written atomically once processed, and a restart skips the
 chunks already on disk. Chunks are independent, so the result does not depend on where a run was
-interrupted. Finishing reads the entries, picks the examples (the top ``n_top`` documents by
-maximum, and a deterministic uniform sample from each lower quantile interval) and cuts their
-windows; no second model pass is needed. Disk use grows with K x activation frequency x corpus
-tokens, never with the dictionary size.
+interrupted, nor on how many processes shared the scan (under torchrun chunk ``c`` is scanned by
+rank ``c % world_size``, and rank 0 finishes the store). Finishing reads the entries, picks the
+examples (the top ``n_top`` documents by maximum, and a deterministic uniform sample from each
+lower quantile interval) and cuts their windows; no second model pass is needed. Disk use grows
+with K x activation frequency x corpus tokens, never with the dictionary size.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cltrace.dist import World, all_sum, together
 from cltrace.errors import CltraceError
 from cltrace.files import atomic_write_text
 from cltrace.interpret.features import FeatureKey, encode_features, mlp_inputs, pad_batch
@@ -251,15 +253,24 @@ def build_stores(
     docs: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
     stop_after_chunks: int | None = None,
+    world: World | None = None,
 ) -> tuple[list[ActivationStore | None], ScanStats]:
     """Several stores (``(features, directory, replace_stale)`` each) from ONE scan of the corpus.
 
     Each chunk that any store still lacks gets one model pass, from which every store lacking it
     encodes its own features, so every store holds exactly what scanning it alone would. Each
     directory resumes and checks its options as :func:`build_store` does.
+
+    Under torchrun (``world`` of several processes) rank 0 opens the directories, every rank
+    scans the missing chunks ``c`` with ``c % world.size == world.rank``, and once all are on
+    disk rank 0 finishes the stores; the other ranks return ``None`` for each. A chunk's content
+    depends only on its documents, so the stores are byte-identical to one process's.
+    ``stop_after_chunks`` then counts this rank's chunks, and the stats' chunk count is the
+    ranks' total.
     """
     from cltrace.interpret.corpus import load_corpus
 
+    world = world or World()
     cfg = cfg or StoreConfig()
     t0 = time.perf_counter()
     docs = list(docs) if docs is not None else load_corpus(cfg.corpus, cfg.n_docs, cfg.corpus_seed)
@@ -267,28 +278,39 @@ def build_stores(
     outs = [Path(o) for _, o, _ in jobs]
     if not sets or any(not f for f in sets):
         raise CltraceError("no features to store; pass a non-empty feature list.")
-    for feats, out, (_, _, stale) in zip(sets, outs, jobs, strict=True):
-        open_store(adapter, feats, out, cfg, len(docs), stale)
+    with together(world, "while opening the activation stores"):
+        if world.is_main:  # first, so that a stale directory is cleared once
+            for feats, out, (_, _, stale) in zip(sets, outs, jobs, strict=True):
+                open_store(adapter, feats, out, cfg, len(docs), stale)
+    if not world.is_main:
+        for feats, out in zip(sets, outs, strict=True):
+            open_store(adapter, feats, out, cfg, len(docs), False)  # checks what rank 0 wrote
     n_chunks = (len(docs) + cfg.chunk_docs - 1) // cfg.chunk_docs
     computed = 0
-    for c in range(n_chunks):
-        paths = [out / "chunks" / f"{c:05d}.npz" for out in outs]
-        missing = [i for i, path in enumerate(paths) if not path.exists()]
-        if not missing:
-            continue
-        if stop_after_chunks is not None and computed >= stop_after_chunks:
-            return [None] * len(sets), ScanStats(time.perf_counter() - t0, len(docs), 0, computed)
-        lo = c * cfg.chunk_docs
-        rows = _tokenize(adapter, docs[lo : lo + cfg.chunk_docs], cfg.max_tokens)
-        chunks = scan_chunk_sets(adapter, transcoder, [sets[i] for i in missing], rows, lo,
-                                 cfg.batch_size)  # fmt: skip
-        for i, chunk in zip(missing, chunks, strict=True):
-            tmp = paths[i].with_suffix(".tmp.npz")
-            np.savez_compressed(tmp, **chunk)
-            tmp.replace(paths[i])
-        computed += 1
-        if progress:
-            progress(min(lo + cfg.chunk_docs, len(docs)), len(docs))
+    stopped = False
+    with together(world, "while scanning the corpus"):
+        for c in range(world.rank, n_chunks, world.size):
+            paths = [out / "chunks" / f"{c:05d}.npz" for out in outs]
+            missing = [i for i, path in enumerate(paths) if not path.exists()]
+            if not missing:
+                continue
+            if stop_after_chunks is not None and computed >= stop_after_chunks:
+                stopped = True
+                break
+            lo = c * cfg.chunk_docs
+            rows = _tokenize(adapter, docs[lo : lo + cfg.chunk_docs], cfg.max_tokens)
+            chunks = scan_chunk_sets(adapter, transcoder, [sets[i] for i in missing], rows, lo,
+                                     cfg.batch_size)  # fmt: skip
+            for i, chunk in zip(missing, chunks, strict=True):
+                tmp = paths[i].with_suffix(".tmp.npz")
+                np.savez_compressed(tmp, **chunk)
+                tmp.replace(paths[i])
+            computed += 1
+            if progress:
+                progress(min(lo + cfg.chunk_docs, len(docs)), len(docs))
+    computed = all_sum(world, computed)
+    if all_sum(world, int(stopped)) or not world.is_main:
+        return [None] * len(sets), ScanStats(time.perf_counter() - t0, len(docs), 0, computed)
     stores: list[ActivationStore | None] = [
         finish_store(adapter, transcoder, feats, out, cfg, docs, n_chunks)
         for feats, out in zip(sets, outs, strict=True)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from cltrace.dist import World, all_ok, barrier
+from cltrace.dist import World, all_ok, barrier, together
 from cltrace.errors import CltraceError, UsageError
 from cltrace.files import RunLock, atomic_write_json, check_out_path
 from cltrace.pie.rundir import (
@@ -292,17 +292,19 @@ def run_pie(
             if progress:
                 progress(len(done) + (count + 1) * world.size, len(pairs))
         barrier(world)
-        if not world.is_main:
-            return {}
-        merge_rank_records(out)
-        records = [json.loads(line) for line in read_records(out, len(pairs)).values()]
-        records.sort(key=lambda r: r["index"])
-        warn_small_active_sets(records, cfg)
-        results = aggregate(records, cfg)
-        results["metric"] = run_metric(cfg)
-        if (out / "behaviour.json").is_file():
-            results["behaviour"] = json.loads((out / "behaviour.json").read_text())
-        write_outputs(out, records, results, cfg)
+        results: dict = {}
+        # the other ranks wait until the outputs are written: stage II reads kept_features.json
+        with together(world, "while rank 0 merged stage I"):
+            if world.is_main:
+                merge_rank_records(out)
+                records = [json.loads(line) for line in read_records(out, len(pairs)).values()]
+                records.sort(key=lambda r: r["index"])
+                warn_small_active_sets(records, cfg)
+                results = aggregate(records, cfg)
+                results["metric"] = run_metric(cfg)
+                if (out / "behaviour.json").is_file():
+                    results["behaviour"] = json.loads((out / "behaviour.json").read_text())
+                write_outputs(out, records, results, cfg)
     return results
 
 

@@ -16,6 +16,7 @@ Adds to the run directory (``cltrace.pie.run`` describes the rest)::
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from cltrace.dist import World, together
 from cltrace.files import RunLock, atomic_write_json, read_json, require_run_dir
 from cltrace.interpret.detail import description_entry, detail_files, write_details
 from cltrace.interpret.explainers import ExplainContext, get_explainer
@@ -119,9 +121,10 @@ def _explain_set(name, features, scanned, adapter, tc, cfg, client, options, con
     return store, explanations, cost, staged
 
 
-def _stores(adapter, tc, sets, cfg: StoreConfig, console):
+def _stores(adapter, tc, sets, cfg: StoreConfig, console, world: World):
     """Build or resume the activation stores of ``sets`` (``[(features, directory)]``) in one
-    shared scan of the corpus; returns ``[(store, scan, staged, len(sets))]`` in the same order.
+    shared scan of the corpus; returns ``[(store, scan, staged, len(sets))]`` in the same order
+    (under torchrun the ranks share the scan, and only rank 0's stores are not None).
 
     A store in a directory that was built for other features or options belongs to the earlier
     stage-II output, so it is not replaced now: the new one is built in ``<directory>.next``
@@ -129,19 +132,19 @@ def _stores(adapter, tc, sets, cfg: StoreConfig, console):
     succeeds. The scan's time is the shared pass's (recorded for every set).
     """
     from cltrace.interpret.corpus import load_corpus
-    from cltrace.interpret.store import open_store
 
     docs = load_corpus(cfg.corpus, cfg.n_docs, cfg.corpus_seed)
+    stale: list[bool] = []
+    with together(world, "while opening the activation stores"):
+        if world.is_main:  # rank 0 decides (and writes a new store's meta.json) first
+            stale = [_is_stale(adapter, f, d, cfg, len(docs)) for f, d in sets]
+    if not world.is_main:
+        stale = [_is_stale(adapter, f, d, cfg, len(docs)) for f, d in sets]
     jobs, staged_dirs = [], []
-    for features, store_dir in sets:
-        try:
-            open_store(adapter, features, store_dir, cfg, len(docs), replace_stale=False)
-            jobs.append((features, store_dir, False))
-            staged_dirs.append(None)
-        except StaleStoreError:
-            staged = store_dir.with_name(store_dir.name + ".next")
-            jobs.append((features, staged, True))
-            staged_dirs.append(staged)
+    for (features, store_dir), is_stale in zip(sets, stale, strict=True):
+        staged = store_dir.with_name(store_dir.name + ".next") if is_stale else None
+        jobs.append((features, staged or store_dir, is_stale))
+        staged_dirs.append(staged)
     bar = None
     if console is not None:
         from rich.progress import Progress
@@ -151,12 +154,25 @@ def _stores(adapter, tc, sets, cfg: StoreConfig, console):
         job = bar.add_task("stage II: scanning corpus", total=None)
     try:
         progress = (lambda i, n: bar.update(job, completed=i, total=n)) if bar else None
-        stores, scan = build_stores(adapter, tc, jobs, cfg, docs=docs, progress=progress)
+        stores, scan = build_stores(adapter, tc, jobs, cfg, docs=docs, progress=progress,
+                                    world=world)  # fmt: skip
     finally:
         if bar is not None:
             bar.stop()
     return [(store, scan, staged, len(sets))
             for store, staged in zip(stores, staged_dirs, strict=True)]  # fmt: skip
+
+
+def _is_stale(adapter, features, store_dir: Path, cfg: StoreConfig, n_docs: int) -> bool:
+    """Whether ``store_dir`` holds a store built for other features or options (kept until
+    the stage succeeds); a missing store is created."""
+    from cltrace.interpret.store import open_store
+
+    try:
+        open_store(adapter, features, store_dir, cfg, n_docs, replace_stale=False)
+    except StaleStoreError:
+        return True
+    return False
 
 
 def _promote(staged: Path | None, target: Path) -> None:
@@ -187,6 +203,7 @@ def interpret_run(
     console=None,
     config: InterpretConfig | None = None,
     options: dict | None = None,
+    world: World | None = None,
 ) -> dict:
     """Run stage II on a PIE run directory; returns ``descriptions.json``'s content.
 
@@ -197,32 +214,46 @@ def interpret_run(
     (each file atomically) only once the whole stage has succeeded, so a failed run, an LLM
     endpoint that is down for example, leaves the earlier stage-II files as they were. The run
     directory is locked (:class:`~cltrace.files.RunLock`) for the duration.
+
+    Under torchrun (``world`` of several processes) the ranks share the corpus scan (chunk
+    ``c`` on rank ``c % world_size``); rank 0 then finishes the stores, explains and writes the
+    files, while the others wait and return ``{}``. The files equal a one-process run's.
     """
     run_dir = Path(run_dir)
+    world = world or World()
     cfg = config or InterpretConfig()
     cfg.explainer = explainer or cfg.explainer
     spec = get_explainer(cfg.explainer)
     endpoint = _llm_endpoint(spec, cfg)
     require_run_dir(run_dir)
-    if endpoint is not None:
+    if endpoint is not None and world.is_main:
         from cltrace.llm import probe
 
         probe(endpoint)
-    with RunLock(run_dir):
-        features = read_kept_features(run_dir, cfg.max_features)
-        adapter, tc, run_cfg = load_run_models(run_dir)
-        client = None
-        if endpoint is not None:
-            from cltrace.llm import ChatClient
+    with contextlib.ExitStack() as held:
+        with together(world, "before stage II"):
+            if world.is_main:
+                held.enter_context(RunLock(run_dir))
+            features = read_kept_features(run_dir, cfg.max_features)
+            adapter, tc, run_cfg = load_run_models(run_dir)
+        sets, pool = _feature_sets(run_dir, features, adapter, tc, run_cfg, cfg)
+        scanned = _stores(adapter, tc, sets, cfg.store, console, world)
+        with together(world, "in stage II"):  # the other ranks wait here for rank 0
+            if not world.is_main:
+                return {}  # leaving the block reports this rank ok, then waits for rank 0
+            client = None
+            if endpoint is not None:
+                from cltrace.llm import ChatClient
 
-            client = ChatClient(endpoint.base_url, endpoint.model, concurrency=cfg.concurrency,
-                                cache_dir=run_dir / "llm_cache")  # fmt: skip
-        outputs = _stage_outputs(run_dir, features, adapter, tc, run_cfg, cfg, client,
-                                 options or {}, console)  # fmt: skip
-        saved_cfg = asdict(cfg)
-        if endpoint is not None:  # what was used, env included; never a password in the URL
-            saved_cfg.update(base_url=endpoint.display_url, llm_model=endpoint.model)
-        _write_outputs(run_dir, outputs, saved_cfg)
+                client = ChatClient(endpoint.base_url, endpoint.model,
+                                    concurrency=cfg.concurrency,
+                                    cache_dir=run_dir / "llm_cache")  # fmt: skip
+            outputs = _stage_outputs(run_dir, sets, pool, scanned, adapter, tc, cfg, client,
+                                     options or {}, console)  # fmt: skip
+            saved_cfg = asdict(cfg)
+            if endpoint is not None:  # what was used, env included; never a password in the URL
+                saved_cfg.update(base_url=endpoint.display_url, llm_model=endpoint.model)
+            _write_outputs(run_dir, outputs, saved_cfg)
     cost_kept = outputs["cost"]["kept"]
     _console_print(
         console,
@@ -232,16 +263,23 @@ def interpret_run(
     return outputs["descriptions"]
 
 
-def _stage_outputs(run_dir, features, adapter, tc, run_cfg, cfg, client, options, console):
-    """Everything stage II writes, computed in memory: descriptions (kept and random), the
-    feature detail files and the cost record."""
+def _feature_sets(run_dir, features, adapter, tc, run_cfg, cfg):
+    """The feature sets to store, ``[(features, store directory)]`` (kept, then the random
+    sample when compared), and the active set the sample was drawn from (None without it)."""
     sets = [(features, run_dir / "activations")]
+    pool = None
     if cfg.compare_random:
         pool = active_set(adapter, tc, run_cfg)
         sample = sorted(random.Random(cfg.random_seed).sample(pool, min(len(features),
                                                                         len(pool))))  # fmt: skip
         sets.append((sample, run_dir / "activations_random"))
-    scanned = _stores(adapter, tc, sets, cfg.store, console)
+    return sets, pool
+
+
+def _stage_outputs(run_dir, sets, pool, scanned, adapter, tc, cfg, client, options, console):
+    """Everything stage II writes, computed in memory: descriptions (kept and random), the
+    feature detail files and the cost record."""
+    features = sets[0][0]
     store, expl, cost_kept, staged = _explain_set("kept", features, scanned[0], adapter, tc, cfg,
                                                   client, options, console)  # fmt: skip
     if client is not None:
@@ -253,6 +291,7 @@ def _stage_outputs(run_dir, features, adapter, tc, run_cfg, cfg, client, options
         "stores": {run_dir / "activations": staged},
     }
     if cfg.compare_random:
+        sample = sets[1][0]
         r_dir = run_dir / "activations_random"
         r_store, r_expl, cost_rand, r_staged = _explain_set(
             "random", sample, scanned[1], adapter, tc, cfg, client, options, console

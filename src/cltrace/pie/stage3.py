@@ -5,6 +5,11 @@ writes ``scores.json`` (one entry per feature), ``scores_summary.json`` (mean, s
 bootstrap CI per metric, with the configuration) and refreshes ``report.html``. Progress is
 saved after each feature in ``scores.partial.json``, so an interrupted or failed run resumes
 where it stopped while the earlier ``scores.json`` stays intact until the stage succeeds.
+
+Under torchrun the ranks share the features, in blocks of :data:`PREFETCH_CHUNK` (block ``b`` on
+rank ``b % world_size``); rank ``r`` saves its progress in ``scores.partial.rank<r>.json``, and
+rank 0 moves those entries into ``scores.partial.json`` at the end of each set (and, at the
+start, what the ranks of an interrupted run left), so a run resumes at any number of processes.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cltrace.dist import World, crash_point, together
+from cltrace.errors import CltraceError
 from cltrace.files import RunLock, atomic_write_json, read_json, require_run_dir
 from cltrace.pie.stages import read_descriptions, read_kept_features, read_run_config
 from cltrace.retention.stats import bootstrap_ci
@@ -30,8 +37,9 @@ from cltrace.score.feature import METRICS, FeatureScores, score_feature_steps, u
 from cltrace.score.raters import make_rater
 from cltrace.score.texts import HELD_OUT_SEED, N_NATURAL, load_texts
 
-PREFETCH_CHUNK = 64
-"""Features whose synthetic and activating texts share batched model passes."""
+PREFETCH_CHUNK = 16
+"""Features whose synthetic and activating texts share batched model passes (consecutive in
+the set; also the unit of work of a rank under torchrun)."""
 
 
 def _description(entry) -> str:
@@ -87,6 +95,7 @@ def evaluate_run(
     adapter=None,
     transcoder=None,
     n_boot: int = 1000,
+    world: World | None = None,
 ) -> dict:
     """Score the descriptions of a run's kept features and write the files; returns the summary.
 
@@ -102,8 +111,14 @@ def evaluate_run(
     replaced only when the whole stage succeeded, so a failed run (an LLM endpoint that is down,
     for example) leaves the earlier scores as they were. The run directory is locked for the
     duration.
+
+    Under torchrun (``world`` of several processes) each rank scores its blocks of features
+    (see :func:`_score_set`) and keeps its progress in ``scores.partial.rank<r>.json``; rank 0
+    merges the ranks' files and writes the same score files as one process, byte for byte (the
+    others return ``{}``). A run interrupted at one world size resumes at any other.
     """
     run = Path(run_dir)
+    world = world or World()
     cfg = config or ScoreConfig()
     endpoint = None
     if rater == "llm" and client is None:  # checked before anything is loaded
@@ -112,30 +127,63 @@ def evaluate_run(
         endpoint = resolve_endpoint(base_url, model, user="the llm rater")
         base_url, model = endpoint.base_url, endpoint.model
     require_run_dir(run)
-    if endpoint is not None:
+    if endpoint is not None and world.is_main:
         from cltrace.llm import probe
 
         probe(endpoint)
-    with RunLock(run):
-        descs = read_descriptions(
-            run / "descriptions.json", f"run stage II to write it (cltrace interpret --run {run})."
-        )
-        kept_feats = read_kept_features(run)
-        if adapter is None or transcoder is None:
-            adapter, transcoder = _run_models(run, adapter, transcoder)
-        texts = load_texts(corpus, N_NATURAL, HELD_OUT_SEED)
-        if pool is None:
-            pool = load_texts(None, N_NATURAL, HELD_OUT_SEED + 1) if corpus is None else texts
-        judge = make_rater(rater, pool=pool, seed=cfg.seed, client=client, base_url=base_url,
-                           model=model, cache_dir=cache_dir)  # fmt: skip
+    with contextlib.ExitStack() as held:
+        with together(world, "before stage III"):
+            if world.is_main:
+                held.enter_context(RunLock(run))
+                for name in ("scores.json", "scores_random.json"):
+                    _merge_rank_partials(run / name)  # what an interrupted run's ranks saved
+            descs = read_descriptions(
+                run / "descriptions.json",
+                f"run stage II to write it (cltrace interpret --run {run}).",
+            )
+            kept_feats = read_kept_features(run)
+            if adapter is None or transcoder is None:
+                adapter, transcoder = _run_models(run, adapter, transcoder)
+            texts = load_texts(corpus, N_NATURAL, HELD_OUT_SEED)
+            if pool is None:
+                pool = load_texts(None, N_NATURAL, HELD_OUT_SEED + 1) if corpus is None else texts
+            judge = make_rater(rater, pool=pool, seed=cfg.seed, client=client,
+                               base_url=base_url, model=model, cache_dir=cache_dir)  # fmt: skip
         llm_id = f"{getattr(client, 'model', model)}@{getattr(client, 'base_url', base_url)}"
         fp = _fingerprint(rater, cfg, texts, llm_id if rater == "llm" else "")
 
         def score_set(features: list, descs: dict, path: Path, label: str) -> dict[str, dict]:
-            return _score_set(features, descs, path, label, adapter, transcoder, judge, rater,
-                              texts, cfg, fp, console)  # fmt: skip
+            with together(world, f"while scoring the {label} features in stage III"):
+                mine = _score_set(features, descs, path, label, adapter, transcoder, judge,
+                                  rater, texts, cfg, fp, console, world)  # fmt: skip
+            if not world.is_main:
+                return {}
+            got = _merge_rank_partials(path, mine)
+            keys = [f"{layer}/{f}" for layer, f in features]
+            missing = [k for k in keys if k not in got]
+            if missing:  # a rank reported success without saving its entries
+                raise CltraceError(
+                    f"no score was saved for {len(missing)} {label} features (first "
+                    f"{missing[0]}); rerun the same command to score them."
+                )
+            return {k: got[k] for k in keys}
 
         written = {"scores.json": score_set(kept_feats, descs, run / "scores.json", "kept")}
+        # stage II also describes a uniform random sample of the active set; scoring it gives
+        # the baseline the kept features' scores are compared with
+        rand_path = run / "descriptions_random.json"
+        if rand_path.exists():
+            rand_descs = read_descriptions(
+                rand_path, f"rerun stage II to rewrite it (cltrace interpret --run {run})."
+            )
+            rand_feats = [tuple(int(x) for x in k.split("/")) for k in rand_descs]
+            written["scores_random.json"] = score_set(
+                rand_feats, rand_descs, run / "scores_random.json", "random"
+            )
+        with together(world, "in stage III"):
+            _check_answered(judge)
+        if not world.is_main:
+            return {}
         summary = {
             "rater": rater,
             "n_features": len(written["scores.json"]),
@@ -145,18 +193,9 @@ def evaluate_run(
             "config": cfg.to_json(),
             "metrics": summarize(written["scores.json"], n_boot),
         }  # fmt: skip
-        # stage II also describes a uniform random sample of the active set; scoring it gives
-        # the baseline the kept features' scores are compared with
-        rand_path = run / "descriptions_random.json"
-        if rand_path.exists():
-            rand_descs = read_descriptions(
-                rand_path, f"rerun stage II to rewrite it (cltrace interpret --run {run})."
-            )
-            rand_feats = [tuple(int(x) for x in k.split("/")) for k in rand_descs]
-            rand = score_set(rand_feats, rand_descs, run / "scores_random.json", "random")
-            written["scores_random.json"] = rand
+        if "scores_random.json" in written:
+            rand = written["scores_random.json"]
             summary["random"] = {"n_features": len(rand), "metrics": summarize(rand, n_boot)}
-        _check_answered(judge)
         _commit(run, written, summary)
     if console is not None:
         _print_summary(console, summary)
@@ -189,6 +228,8 @@ def _commit(run: Path, written: dict[str, dict], summary: dict) -> None:
     for name, scores in written.items():
         atomic_write_json(run / name, _clean(scores))
         _partial(run / name).unlink(missing_ok=True)
+        for p in run.glob(f"{Path(name).stem}.partial.rank*.json"):  # none left after a merge
+            p.unlink()
     atomic_write_json(run / "scores_summary.json", _clean(summary))
     if "scores_random.json" in written:
         _update_interpret_cost(run)
@@ -203,11 +244,58 @@ def _partial(path: Path) -> Path:
     return path.with_name(f"{path.stem}.partial{path.suffix}")
 
 
+def _rank_partial(path: Path, rank: int) -> Path:
+    """Where rank ``rank`` of a run under torchrun keeps its progress on ``path``."""
+    return path.with_name(f"{path.stem}.partial.rank{rank}{path.suffix}")
+
+
+def _merge_rank_partials(path: Path, scores: dict[str, dict] | None = None) -> dict[str, dict]:
+    """Move the entries of the ranks' progress files on ``path`` into its one progress file
+    (rank 0's job, while the other ranks wait); returns ``scores`` updated with them.
+
+    At the start of stage III this picks up what the ranks of an interrupted run saved; at the
+    end of a set it gathers what each rank scored (``scores``: rank 0's own entries)."""
+    hint = "delete it to score those features from scratch."
+    merged = dict(scores or {})
+    ranks = sorted(path.parent.glob(f"{path.stem}.partial.rank*{path.suffix}"))
+    if not ranks:
+        return merged
+    partial = _partial(path)
+    saved = read_json(partial, hint) if partial.exists() else {}
+    for p in ranks:
+        saved.update(read_json(p, hint))
+    atomic_write_json(partial, _clean(saved))  # before the rank files go: nothing is lost
+    for p in ranks:
+        p.unlink()
+    merged.update(saved)
+    return merged
+
+
 def _score_set(
-    features, descs, path, label, adapter, transcoder, judge, rater, texts, cfg, fp, console
+    features,
+    descs,
+    path,
+    label,
+    adapter,
+    transcoder,
+    judge,
+    rater,
+    texts,
+    cfg,
+    fp,
+    console,
+    world: World,
 ) -> dict[str, dict]:
     """Score one set of features for ``path``, resuming entries with the same ``fp`` from it
-    and from its progress file; progress is saved after each feature, ``path`` is not touched."""
+    and from its progress file; progress is saved after each feature, ``path`` is not touched.
+
+    The set is cut into blocks of :data:`PREFETCH_CHUNK` features, whose model passes are
+    shared, and the natural-text scores are computed for every described feature of the set:
+    the passes then have the same shapes however the work is split, so a feature's scores are
+    the same bit for bit whether it is scored by one process or by a rank under torchrun (block
+    ``c`` on rank ``c % world_size``), in one go or after a resumption (the passes of a block
+    half done before are run whole). Returns the entries this rank has: those resumed and
+    those it scored, the latter saved in its own progress file under torchrun."""
     hint = "delete it to score those features from scratch."
     old = read_json(path, hint) if path.exists() else {}
     partial = _partial(path)
@@ -217,69 +305,87 @@ def _score_set(
     scores: dict[str, dict] = {
         k: old[k] for k in keys if isinstance(old.get(k), dict) and old[k].get("config_id") == fp
     }
-    todo = [(feat, k) for feat, k in zip(features, keys, strict=True) if k not in scores]
-    described = [(feat, k) for feat, k in todo if _description(descs.get(k)).strip()]
+    items = list(zip(features, keys, strict=True))
+    blocks = [items[i : i + PREFETCH_CHUNK] for i in range(0, len(items), PREFETCH_CHUNK)]
+    blocks = blocks[world.rank :: world.size]
+    todo = [(feat, k) for block in blocks for feat, k in block if k not in scores]
+    saved = keys  # what the progress file holds: every entry, or under torchrun this rank's own
+    if world.distributed:
+        partial = _rank_partial(path, world.rank)
+        saved = [k for _, k in todo]
+    described = [(feat, k) for feat, k in items if _description(descs.get(k)).strip()]
     natural = (
         sequence_scores(adapter, transcoder, texts, [f for f, _ in described], cfg.reduce,
                         max_tokens=cfg.max_tokens, batch_size=cfg.batch_size)
-        if described else np.zeros((0, len(texts)))
+        if todo and described else np.zeros((0, len(texts)))
     )  # fmt: skip
     row = {k: i for i, (_, k) in enumerate(described)}
-    # features are prepared PREFETCH_CHUNK at a time: their model passes are shared, and
-    # progress is still saved every few seconds
-    # A chunk's steered generations (faithfulness) also share batches across its features. An
-    # LLM rater scores feature by feature, so a failing endpoint stops the stage after the
-    # features before it have been saved.
-    group = 1 if rater == "llm" else PREFETCH_CHUNK
     with _progress(console) as bar:
         job = (
             bar.add_task(f"stage III: scoring {label} descriptions", total=len(todo))
             if bar
             else None
         )
-        for start in range(0, len(todo), group):
-            chunk = todo[start : start + group]
-            ready = [(f, k) for f, k in chunk if k in row]
+        for block in blocks:
+            if all(k in scores for _, k in block):
+                continue
+            chunk = [(f, key) for f, key in block if key in row]
             pre: dict[str, Prefetched | None] = {}
-            if ready:
+            if chunk:
                 try:
-                    pre = dict(zip([key for _, key in ready], prefetch(
-                        adapter, transcoder, judge, [f for f, _ in ready],
-                        [_description(descs.get(key)) for _, key in ready], texts,
-                        natural[[row[key] for _, key in ready]], cfg,
+                    pre = dict(zip([key for _, key in chunk], prefetch(
+                        adapter, transcoder, judge, [f for f, _ in chunk],
+                        [_description(descs.get(key)) for _, key in chunk], texts,
+                        natural[[row[key] for _, key in chunk]], cfg,
                         generate=rater != "llm"), strict=True))  # fmt: skip
                 except Exception:
                     # a rater that fails (an endpoint going down) fails again below, feature
                     # by feature, so the features before it are scored and saved first
-                    pre = {key: None for _, key in ready}
-            done: dict[str, FeatureScores] = {}
-            waiting: dict[str, tuple] = {}  # key -> (steps, request)
-            for feat, k in chunk:
-                desc = _description(descs.get(k))
-                if k not in row:
-                    done[k] = unscored(rater, "no description (stage II gave none)", desc)
-                    continue
-                steps = score_feature_steps(adapter, transcoder, judge, rater, feat, desc,
-                                            texts, natural[row[k]], cfg, pre.pop(k))  # fmt: skip
-                try:
-                    waiting[k] = (steps, next(steps))
-                except StopIteration as stop:
-                    done[k] = stop.value
-            if waiting:
-                conts = steered_continuations(adapter, transcoder,
-                                              [r for _, r in waiting.values()], cfg)  # fmt: skip
-                for (k, (steps, _)), c in zip(waiting.items(), conts, strict=True):
-                    try:
-                        steps.send(c)
-                    except StopIteration as stop:
-                        done[k] = stop.value
-            for _, k in chunk:
-                scores[k] = {**done[k].to_json(), "config_id": fp}
-                atomic_write_json(partial, _clean({key: scores[key] for key in keys
-                                                   if key in scores}))  # fmt: skip
-                if bar:
-                    bar.advance(job)
-    return {key: scores[key] for key in keys}
+                    pre = {key: None for _, key in chunk}
+            # the block's steered generations (faithfulness) share batches across its
+            # features; an LLM rater scores feature by feature, so a failing endpoint stops
+            # the stage after the features before it have been saved
+            left = [(feat, k) for feat, k in block if k not in scores]
+            step = 1 if rater == "llm" else len(left)
+            for at in range(0, len(left), max(step, 1)):
+                part = left[at : at + step]
+                done = _score_part(part, descs, row, pre, adapter, transcoder, judge, rater,
+                                   texts, natural, cfg)  # fmt: skip
+                for _, k in part:
+                    scores[k] = {**done[k].to_json(), "config_id": fp}
+                    atomic_write_json(partial, _clean({x: scores[x] for x in saved
+                                                       if x in scores}))  # fmt: skip
+                    crash_point(world)
+                    if bar:
+                        bar.advance(job)
+    return scores
+
+
+def _score_part(part, descs, row, pre, adapter, transcoder, judge, rater, texts, natural,
+                cfg) -> dict[str, FeatureScores]:  # fmt: skip
+    """Scores of the features ``part`` (``[(feature, key)]``), their steered generations made
+    in shared batches."""
+    done: dict[str, FeatureScores] = {}
+    waiting: dict[str, tuple] = {}  # key -> (steps, request)
+    for feat, k in part:
+        desc = _description(descs.get(k))
+        if k not in row:
+            done[k] = unscored(rater, "no description (stage II gave none)", desc)
+            continue
+        steps = score_feature_steps(adapter, transcoder, judge, rater, feat, desc, texts,
+                                    natural[row[k]], cfg, pre.pop(k))  # fmt: skip
+        try:
+            waiting[k] = (steps, next(steps))
+        except StopIteration as stop:
+            done[k] = stop.value
+    if waiting:
+        conts = steered_continuations(adapter, transcoder, [r for _, r in waiting.values()], cfg)
+        for (k, (steps, _)), c in zip(waiting.items(), conts, strict=True):
+            try:
+                steps.send(c)
+            except StopIteration as stop:
+                done[k] = stop.value
+    return done
 
 
 def _update_interpret_cost(run: Path) -> None:

@@ -12,7 +12,10 @@ from cltrace.errors import CltraceError
 from cltrace.files import read_json
 
 
-def run_later_stages(run_dir: Path, stages: set[str], console) -> None:
+def run_later_stages(run_dir: Path, stages: set[str], console, world=None) -> None:
+    """Stages II and III (those in ``stages``) on a run directory; under torchrun (``world``
+    of several processes, a :class:`cltrace.dist.World`) every rank calls this and they share
+    the work, and only rank 0 passes a ``console``."""
     import time
 
     from cltrace.pie.stage2 import interpret_run
@@ -25,11 +28,11 @@ def run_later_stages(run_dir: Path, stages: set[str], console) -> None:
 
     if "interpret" in stages:
         t0 = time.perf_counter()
-        interpret_run(run_dir, console=console)
+        interpret_run(run_dir, console=console, world=world)
         done("stage II (interpret)", t0)
     if "evaluate" in stages:
         t0 = time.perf_counter()
-        evaluate_run(run_dir, console=console)
+        evaluate_run(run_dir, console=console, world=world)
         done("stage III (evaluate)", t0)
 
 
