@@ -31,17 +31,24 @@ def test_a_world_of_one_needs_no_process_group(monkeypatch):
 
 
 SCRIPT = """
+import os
+
 from cltrace import dist
 from cltrace.errors import CltraceError
 
+
+def say(line):  # one write per line: the ranks share the pipe, and print may split a line
+    os.write(1, (line + "\\n").encode())
+
+
 world = dist.start()
-print(f"rank {world.rank} sum {dist.all_sum(world, world.rank + 1)}", flush=True)
+say(f"rank {world.rank} sum {dist.all_sum(world, world.rank + 1)}")
 try:
     with dist.together(world, "in the test step"):
         if world.rank == 1:
             raise CltraceError("rank 1 found a bad input")
 except CltraceError as exc:
-    print(f"rank {world.rank} error: {exc}", flush=True)
+    say(f"rank {world.rank} error: {exc}")
 with dist.together(world, "in the second step"):  # the ranks still agree afterwards
     pass
 dist.finish(world)

@@ -33,7 +33,6 @@ from torch import Tensor
 from cltrace.edges.pruning import prob_open, sample_hard_concrete
 from cltrace.errors import UsageError
 from cltrace.models.adapter import Hook, Site
-from cltrace.prune.components import _last_logits
 from cltrace.prune.methods import ScoreContext
 
 
@@ -136,7 +135,7 @@ class GatedForward:
         }
         adapter = comps.adapter
         with adapter.resume_after(s0, hidden), adapter.hooks(hooks):
-            return _last_logits(adapter, comps.tokens.expand(gates.shape[0], -1))
+            return adapter.last_logits(comps.tokens.expand(gates.shape[0], -1))
 
     def kl(self, gates: Float[Tensor, "b c"]) -> Float[Tensor, " b"]:
         """KL(p_clean || p_masked) in nats at the last position, per row (differentiable)."""
