@@ -155,3 +155,12 @@ def test_edges_curve_refuses_a_pruning_method(tmp_path):
     proc = _cltrace("edges", "curve", "--method", "ep", "--task", "ioi", "--out", str(tmp_path))
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "--method eap" in proc.stderr
+
+
+def test_edges_without_out_writes_under_runs(tmp_path):
+    proc = _cltrace("edges", "hap", "--task", "ioi", "--n", "4", "--steps", "5", "--json",
+                    cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    doc = json.loads((tmp_path / "runs" / "edges-hap-ioi-s0" / "circuit.json").read_text())
+    assert len(doc["edges"]) == result["n_edges"] and "faithfulness" in result

@@ -50,6 +50,9 @@ def _run(method: str, curve: bool = False, **kw) -> None:
             f"a curve ranks edges by scores; use --method eap or eap-ig, not {method!r}."
         )
     spec = get_task(task) if task is not None else None
+    if out is None:
+        what = task if task is not None else Path(data).stem
+        out = f"runs/edges-{'curve-' if curve else ''}{method}-{what}-s{opts.seed}"
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out} is a file; give a directory for circuit.json.")
@@ -118,8 +121,9 @@ def _command(method: str, doc: str):
             0.1, "--fraction", help="HAP: fraction of edges kept by EAP for pruning."
         ),
         seed: int = typer.Option(0, "--seed", help="Seed of the pairs and of the masks."),
-        out: str = typer.Option(
-            ..., "--out", help="Directory for circuit.json, graph.json and report.html."
+        out: str | None = typer.Option(
+            None, "--out", help="Directory for circuit.json, graph.json and report.html "
+            "(default runs/edges-<method>-<task>-s<seed>).",
         ),
         mib: str | None = typer.Option(None, "--mib", help=MIB_HELP),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
@@ -162,7 +166,10 @@ def curve(
     ),
     ig_steps: int = typer.Option(5, "--ig-steps", help="EAP-IG interpolation steps."),
     seed: int = typer.Option(0, "--seed", help="Seed of the pairs."),
-    out: str = typer.Option(..., "--out", help="Directory for curve.json and report.html."),
+    out: str | None = typer.Option(
+        None, "--out", help="Directory for curve.json and report.html "
+        "(default runs/edges-curve-<method>-<task>-s<seed>).",
+    ),
     mib: str | None = typer.Option(None, "--mib", help=MIB_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
