@@ -10,8 +10,8 @@ import typer
 from cltrace.cli._apps import app
 
 STAGES = ("prune", "interpret", "evaluate")
-SECONDS_PER_PROMPT = {"fap": 0.05, "fap_synergy": 0.5, "fap_signal": 0.05, "act_mag": 0.02,
-                      "relp": 0.05, "factp": 1.8, "acdc": 2.2, "graph_influence": 0.15,
+SECONDS_PER_PROMPT = {"fap": 0.05, "fap_synergy": 0.35, "fap_signal": 0.05, "act_mag": 0.02,
+                      "relp": 0.05, "factp": 0.5, "acdc": 1.0, "graph_influence": 0.15,
                       "random": 0.1, "learned_mask": 20.0}  # fmt: skip
 """Rough stage-I seconds per IOI prompt and method with the bundled model on one idle core
 (benchmarks/bench_pie.py measures them); only for the estimate printed at the start."""
@@ -23,10 +23,23 @@ def estimate_seconds(n_prompts: int, methods, stages) -> float:
     if "prune" in stages:
         total += n_prompts * sum(SECONDS_PER_PROMPT.get(m, 0.5) for m in methods) + 5
     if "interpret" in stages:
-        total += 20
+        total += 30
     if "evaluate" in stages:
-        total += 40 + 0.5 * n_prompts
+        total += 110 + 0.4 * n_prompts
     return total
+
+
+def _one_thread_for_the_bundled_model(model: str | None) -> None:
+    """The bundled model's matrices are too small for a second torch thread to pay: on an idle
+    2-core machine ``cltrace pie --n 50`` took 3:37 with one thread and 4:40 with torch's
+    default of two. So with the bundled model, and unless ``CLTRACE_NUM_THREADS`` says
+    otherwise, the job runs on one thread (``torchrun --nproc-per-node 2`` uses both cores)."""
+    import os
+
+    if model is None and not os.environ.get("CLTRACE_NUM_THREADS"):
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def _clock(seconds: float) -> str:
@@ -160,6 +173,7 @@ def pie(
             "evaluate."
         )
     validate(cfg)
+    _one_thread_for_the_bundled_model(model)
     from cltrace import dist
 
     world = dist.start()  # several processes under torchrun share the work of every stage
