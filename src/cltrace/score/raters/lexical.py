@@ -140,7 +140,8 @@ class LexicalRater(Rater):
         tokens = [t.strip() for t in description_tokens(description) if t.strip()]
         if not tokens:
             return Generated([], [f"no tokens found in description {description!r}"])
-        hits = [s for s in self.pool if any(_whole_word(t).search(s) for t in tokens)]
+        hits = [s for s in self.pool
+                if any(_matches_whole_word(t, s, _words_and_stems(s)[0]) for t in tokens)]
         # seeded by the description so that each feature's sample is reproducible on its own
         rng = random.Random(f"{self.seed}:{description}")
         rng.shuffle(hits)
