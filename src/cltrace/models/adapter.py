@@ -439,11 +439,12 @@ class ModelAdapter:
         """Every layer's attention keys and values for ``tokens``, to resume a forward pass in
         the middle of the prompt (:meth:`last_logits`); None where this model cannot be resumed
         that way: an attention window shorter than the prompt, or a cache layout this version
-        of transformers does not expose."""
+        of transformers does not expose. Either way it runs one forward pass of ``tokens``, so
+        hooks around the call record that pass."""
+        out = self.hf_model(input_ids=tokens, use_cache=True)
         window = getattr(self.hf_model.config, "sliding_window", None)
         if window is not None and window < tokens.shape[1]:
             return None
-        out = self.hf_model(input_ids=tokens, use_cache=True)
         cache = getattr(out, "past_key_values", None)
         if cache is None:
             cache = getattr(out, "cache", None)
@@ -465,12 +466,10 @@ class ModelAdapter:
         only positions ``start..`` are computed, attending to ``keys_values``
         (:meth:`prompt_keys_values` of the same tokens) for the earlier ones; the hidden states
         given to :meth:`resume_after` then cover those positions only."""
-        import inspect
-
         from transformers import DynamicCache
 
         model = self.hf_model
-        params = inspect.signature(model.forward).parameters
+        params = self._forward_parameters()
         kwargs: dict = {"use_cache": False}
         if "logits_to_keep" in params:
             kwargs["logits_to_keep"] = 1
@@ -507,6 +506,14 @@ class ModelAdapter:
         finally:
             for m in mods:
                 m.__dict__.pop("forward", None)
+
+    def _forward_parameters(self) -> frozenset[str]:
+        """The names the model's ``forward`` takes, read once (patched passes ask every call)."""
+        if not hasattr(self, "_forward_params"):
+            import inspect
+
+            self._forward_params = frozenset(inspect.signature(self.hf_model.forward).parameters)
+        return self._forward_params
 
     def _block_returns_tuple(self) -> bool:
         """Whether this transformers version's blocks return a tuple (older) or a tensor."""

@@ -32,8 +32,13 @@ from cltrace.retention.stats import bootstrap_ci
 from cltrace.score.activations import sequence_scores
 from cltrace.score.batched import Prefetched, prefetch
 from cltrace.score.config import ScoreConfig
-from cltrace.score.fade import steered_continuations
-from cltrace.score.feature import METRICS, FeatureScores, score_feature_steps, unscored
+from cltrace.score.feature import (
+    METRICS,
+    FeatureScores,
+    run_feature_steps,
+    score_feature_steps,
+    unscored,
+)
 from cltrace.score.raters import make_rater
 from cltrace.score.texts import HELD_OUT_SEED, N_NATURAL, load_texts
 
@@ -366,25 +371,16 @@ def _score_part(part, descs, row, pre, adapter, transcoder, judge, rater, texts,
     """Scores of the features ``part`` (``[(feature, key)]``), their steered generations made
     in shared batches."""
     done: dict[str, FeatureScores] = {}
-    waiting: dict[str, tuple] = {}  # key -> (steps, request)
-    for feat, k in part:
-        desc = _description(descs.get(k))
+    described = [(feat, k) for feat, k in part if k in row]
+    for _, k in part:
         if k not in row:
-            done[k] = unscored(rater, "no description (stage II gave none)", desc)
-            continue
-        steps = score_feature_steps(adapter, transcoder, judge, rater, feat, desc, texts,
-                                    natural[row[k]], cfg, pre.pop(k))  # fmt: skip
-        try:
-            waiting[k] = (steps, next(steps))
-        except StopIteration as stop:
-            done[k] = stop.value
-    if waiting:
-        conts = steered_continuations(adapter, transcoder, [r for _, r in waiting.values()], cfg)
-        for (k, (steps, _)), c in zip(waiting.items(), conts, strict=True):
-            try:
-                steps.send(c)
-            except StopIteration as stop:
-                done[k] = stop.value
+            done[k] = unscored(rater, "no description (stage II gave none)",
+                               _description(descs.get(k)))  # fmt: skip
+    steps = [score_feature_steps(adapter, transcoder, judge, rater, feat,
+                                 _description(descs.get(k)), texts, natural[row[k]], cfg,
+                                 pre.pop(k)) for feat, k in described]  # fmt: skip
+    scored = run_feature_steps(adapter, transcoder, steps, cfg)
+    done.update(zip([k for _, k in described], scored, strict=True))
     return done
 
 

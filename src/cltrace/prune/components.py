@@ -164,18 +164,23 @@ class PairComponents:
     def _clean_keys_values(self) -> list[tuple[Tensor, Tensor]] | None:
         """The clean run's attention keys and values (None where the model cannot resume
         mid-prompt), computed once."""
-        if not hasattr(self, "_kv"):
-            self._kv = self.adapter.prompt_keys_values(self.tokens)
+        self._clean_run()
         return self._kv
 
     def _clean_resid(self) -> Float[Tensor, "n_layers pos d_model"]:
         """The clean run's residual stream after each block (model dtype), computed once."""
-        if not hasattr(self, "_resid"):
-            sites = self.adapter.sites("resid_post")
-            with torch.no_grad(), self.adapter.cache(sites) as c:
-                self.adapter(self.tokens)
-            self._resid = torch.stack([c[s][0] for s in sites])
+        self._clean_run()
         return self._resid
+
+    def _clean_run(self) -> None:
+        """One clean forward pass that records both the keys and values and the residual
+        stream after each block."""
+        if hasattr(self, "_resid"):
+            return
+        sites = self.adapter.sites("resid_post")
+        with torch.no_grad(), self.adapter.cache(sites) as c:
+            self._kv = self.adapter.prompt_keys_values(self.tokens)
+        self._resid = torch.stack([c[s][0] for s in sites])
 
     def removal_effect(self, masks: Bool[Tensor, "b n"], batch_size: int = 64) -> Tensor:
         """``M(S) = m(clean) - m(clean with S removed)`` for each mask."""

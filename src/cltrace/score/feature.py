@@ -87,13 +87,36 @@ def score_feature(
     """
     steps = score_feature_steps(adapter, transcoder, rater, rater_key, feature, description,
                                 texts, natural, cfg, pre)  # fmt: skip
-    try:
-        request = next(steps)
-        conts = fade.steered_continuations(adapter, transcoder, [request], cfg)[0]
-        steps.send(conts)
-    except StopIteration as done:
-        return done.value
-    raise RuntimeError("score_feature_steps asked for more than one set of generations")
+    return run_feature_steps(adapter, transcoder, [steps], cfg)[0]
+
+
+def run_feature_steps(
+    adapter,
+    transcoder,
+    steps: Sequence[Generator[fade.SteerRequest, list[str], FeatureScores]],
+    cfg: ScoreConfig,
+) -> list[FeatureScores]:
+    """Run :func:`score_feature_steps` generators together: every steered generation they ask
+    for is made in shared batches (:func:`~cltrace.score.fade.steered_continuations`); their
+    scores, in order."""
+    done: dict[int, FeatureScores] = {}
+    waiting: dict[int, fade.SteerRequest] = {}
+    for i, gen in enumerate(steps):
+        try:
+            waiting[i] = next(gen)
+        except StopIteration as stop:
+            done[i] = stop.value
+    if waiting:
+        conts = fade.steered_continuations(adapter, transcoder, list(waiting.values()), cfg)
+        for i, c in zip(waiting, conts, strict=True):
+            try:
+                steps[i].send(c)
+            except StopIteration as stop:
+                done[i] = stop.value
+            else:
+                raise RuntimeError("score_feature_steps asked for more than one set of "
+                                   "generations")  # fmt: skip
+    return [done[i] for i in range(len(steps))]
 
 
 def score_feature_steps(
