@@ -19,14 +19,15 @@ from cltrace.prune.relp import relp_scores
 from cltrace.retention import kl_last
 from cltrace.testing import random_transcoder, tiny_model
 
-from .conftest import PAIR
+from .conftest import PAIR, dense_writes
 
 
-def _unit_patch(comps, occurrences, scale=1.0):
+def _unit_patch(comps, tc, occurrences, scale=1.0):
     """``[layer, 1, pos, d_model]`` sum of the writes of some occurrences."""
     patch = torch.zeros(comps.adapter.n_layers, 1, comps.n_pos, comps.adapter.d_model)
+    writes = dense_writes(comps, tc)
     for o in occurrences:
-        patch[:, 0, int(comps.position[o])] += scale * comps.writes[o]
+        patch[:, 0, int(comps.position[o])] += scale * writes[o]
     return patch
 
 
@@ -71,8 +72,8 @@ def test_relp_equals_finite_difference_of_the_rule_model(family):
 
     eps = 0.05
     for o in torch.argsort(scores.abs(), descending=True)[:6].tolist():
-        up = metric_with(_unit_patch(comps, [o], eps))
-        down = metric_with(_unit_patch(comps, [o], -eps))
+        up = metric_with(_unit_patch(comps, tc, [o], eps))
+        down = metric_with(_unit_patch(comps, tc, [o], -eps))
         fd = (down - up) / (2 * eps)
         assert abs(fd - float(scores[o])) <= 5e-3 * abs(float(scores[o])) + 1e-6
     # and it is not FAP's direct-path score (the gradient really goes through the MLPs)
@@ -102,7 +103,7 @@ def test_factp_equals_one_at_a_time_patching(setup, unit):
     sites = adapter.sites("mlp_out")
     m_clean = _metric(comps, {})
     for u, eff in zip(top.tolist(), effects.tolist(), strict=True):
-        patch = _unit_patch(comps, (ctx.groups == u).nonzero().squeeze(1).tolist())
+        patch = _unit_patch(comps, tc, (ctx.groups == u).nonzero().squeeze(1).tolist())
         hooks = {s: (lambda t, p=patch[i]: t - p) for i, s in enumerate(sites)}
         assert abs((m_clean - _metric(comps, hooks)) - eff) <= 1e-4 * max(1.0, abs(eff))
     kept = get_method("factp").select(ctx, [3, cap, cap + 4], 0)

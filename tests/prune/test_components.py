@@ -5,29 +5,29 @@ import torch
 
 from cltrace.prune import compute_components
 from cltrace.testing import random_transcoder, tiny_model
-from tests.prune.conftest import PAIR
+from tests.prune.conftest import PAIR, dense_writes
 
 
-def _full_run(comps, mask):
+def _full_run(comps, writes, mask):
     """Last logits of the whole model with the mask's delta writes taken off every MLP output,
     the patch summed occurrence by occurrence."""
-    L, D = comps.writes.shape[1:]
+    L, D = writes.shape[1:]
     patch = torch.zeros(comps.n_pos, L, D)
     for o in mask.nonzero().squeeze(1).tolist():
-        patch[comps.position[o]] += comps.writes[o]
+        patch[comps.position[o]] += writes[o]
     hooks = {f"mlp_out.{s}": (lambda t, s=s: t - patch[:, s]) for s in range(L)}
     with torch.no_grad(), comps.adapter.hooks(hooks):
         return comps.adapter(comps.tokens)[0, -1].float()
 
 
-def _masks(comps, seed=0):
+def _masks(comps, writes, seed=0):
     """Single occurrences of every layer (ones that write something), mixed sets, an empty and
     a full mask."""
     g = torch.Generator().manual_seed(seed)
     n, rows = comps.n, []
-    writes = comps.writes.flatten(1).abs().amax(1) > 1e-3
+    nonzero = writes.flatten(1).abs().amax(1) > 1e-3
     for layer in comps.layer.unique().tolist():
-        idx = ((comps.layer == layer) & writes).nonzero().squeeze(1)
+        idx = ((comps.layer == layer) & nonzero).nonzero().squeeze(1)
         for o in idx[torch.randperm(idx.numel(), generator=g)[:2]].tolist():
             row = torch.zeros(n, dtype=torch.bool)
             row[o] = True
@@ -47,11 +47,12 @@ def test_removals_equal_the_whole_hooked_model(family, window):
     # rows start mid-prompt from the clean keys and values, except where Gemma-2's local
     # attention window (4) is shorter than the prompt (7 tokens)
     assert (comps._clean_keys_values() is None) == (window == 4)
-    masks = _masks(comps)
+    writes = dense_writes(comps, tc)
+    masks = _masks(comps, writes)
     assert len(comps.layer.unique()) == adapter.n_layers  # every start layer is exercised
     got = comps.run_removals(masks, batch_size=3)
     for i, mask in enumerate(masks):
-        want = _full_run(comps, mask)
+        want = _full_run(comps, writes, mask)
         assert torch.allclose(got[i], want, rtol=1e-5, atol=1e-5), (i, (got[i] - want).abs().max())
     assert torch.equal(got[-2], comps.clean_logits)  # nothing removed: the clean run itself
     # the mixed and full removals do change the logits, so the comparison is not clean vs clean
@@ -86,6 +87,7 @@ def test_masks_sharing_a_removed_set_equal_the_whole_hooked_model():
     adapter = tiny_model("llama")
     tc = random_transcoder(adapter, d_features=24)
     comps = compute_components(adapter, tc, PAIR)
+    writes = dense_writes(comps, tc)
     g = torch.Generator().manual_seed(1)
     base = torch.rand(comps.n, generator=g) < 0.3
     assert base.sum() > 4  # the shared set is summed once for all rows
@@ -94,4 +96,4 @@ def test_masks_sharing_a_removed_set_equal_the_whole_hooked_model():
         masks[i, o] = True
     got = comps.run_removals(masks)
     for i, mask in enumerate(masks):
-        assert torch.allclose(got[i], _full_run(comps, mask), rtol=1e-5, atol=1e-5), i
+        assert torch.allclose(got[i], _full_run(comps, writes, mask), rtol=1e-5, atol=1e-5), i

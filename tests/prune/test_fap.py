@@ -13,7 +13,7 @@ from cltrace.prune import (
 )
 from cltrace.retention import evaluate_kept
 
-from .conftest import PAIR
+from .conftest import PAIR, dense_writes
 
 
 def _metric_with_patch(comps, tc, patch_by_layer, freeze_mlps=False):
@@ -53,9 +53,9 @@ def _metric_with_patch(comps, tc, patch_by_layer, freeze_mlps=False):
     return float(comps.metric(logits[0, -1].double()))
 
 
-def _patch_of(comps, o, scale):
+def _patch_of(comps, tc, o, scale):
     patch = torch.zeros(comps.adapter.n_layers, 1, comps.n_pos, comps.adapter.d_model)
-    patch[:, 0, int(comps.position[o])] = scale * comps.writes[o]
+    patch[:, 0, int(comps.position[o])] = scale * dense_writes(comps, tc)[o]
     return patch
 
 
@@ -65,8 +65,8 @@ def test_full_gradient_fap_equals_finite_difference(setup):
     scores = fap_scores(comps, metric_gradients(comps, tc, "full"))
     eps = 1e-2
     for o in torch.argsort(scores.abs(), descending=True)[:5].tolist():
-        up = _metric_with_patch(comps, tc, _patch_of(comps, o, eps))
-        down = _metric_with_patch(comps, tc, _patch_of(comps, o, -eps))
+        up = _metric_with_patch(comps, tc, _patch_of(comps, tc, o, eps))
+        down = _metric_with_patch(comps, tc, _patch_of(comps, tc, o, -eps))
         fd = (down - up) / (2 * eps)
         assert abs(fd - float(scores[o])) <= 2e-2 * max(1e-3, abs(float(scores[o]))) + 1e-4
 
@@ -83,7 +83,7 @@ def test_direct_fap_is_the_exact_effect_in_the_frozen_linear_model(setup, monkey
     checked = torch.argsort(scores.abs(), descending=True)[:6].tolist()
     assert float(scores[checked[0]].abs()) > 1e-4  # the check is not trivially 0 == 0
     for o in checked:
-        m1 = _metric_with_patch(comps, tc, _patch_of(comps, o, 1.0), freeze_mlps=True)
+        m1 = _metric_with_patch(comps, tc, _patch_of(comps, tc, o, 1.0), freeze_mlps=True)
         # relative: gemma2's effects are ~0.007, where a 1e-4 floor would hide a bent cap
         assert abs((m0 - m1) - float(scores[o])) <= 1e-3 * abs(float(scores[o])) + 1e-6
 
@@ -102,8 +102,8 @@ def test_direct_fap_is_the_derivative_of_the_frozen_model(setup, monkeypatch):
     checked = torch.argsort(scores.abs(), descending=True)[:5].tolist()
     assert float(scores[checked[0]].abs()) > 1e-4
     for o in checked:
-        up = _metric_with_patch(comps, tc, _patch_of(comps, o, eps), freeze_mlps=True)
-        down = _metric_with_patch(comps, tc, _patch_of(comps, o, -eps), freeze_mlps=True)
+        up = _metric_with_patch(comps, tc, _patch_of(comps, tc, o, eps), freeze_mlps=True)
+        down = _metric_with_patch(comps, tc, _patch_of(comps, tc, o, -eps), freeze_mlps=True)
         fd = (down - up) / (2 * eps)
         assert abs(fd - float(scores[o])) <= 1e-2 * max(1e-3, abs(float(scores[o]))) + 1e-5
 
@@ -181,6 +181,7 @@ def test_feature_unit_pools_positions(setup):
 def test_patch_for_matches_a_loop_for_sparse_and_dense_masks(setup):
     adapter, tc = setup
     comps = compute_components(adapter, tc, PAIR)
+    writes = dense_writes(comps, tc)
     g = torch.Generator().manual_seed(3)
     sparse = torch.zeros(5, comps.n, dtype=torch.bool)
     sparse[torch.arange(5), torch.randint(0, comps.n, (5,), generator=g)] = True
@@ -190,5 +191,5 @@ def test_patch_for_matches_a_loop_for_sparse_and_dense_masks(setup):
         want = torch.zeros_like(got)
         for b in range(masks.shape[0]):
             for o in masks[b].nonzero().squeeze(1).tolist():
-                want[b, int(comps.position[o])] += comps.writes[o]
+                want[b, int(comps.position[o])] += writes[o]
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -10,7 +10,11 @@ never an occurrence). Each occurrence ``o`` has a *delta write* into every MLP o
 Removing a set ``R`` of occurrences means running the *real* model on the clean prompt with
 ``y_s(t) <- y_s(t) - sum_{o in R, o.t = t} delta_o^(s)`` at every MLP output; downstream MLPs and
 attention stay live. :meth:`PairComponents.run_removals` does that for a batch of removal masks at
-once.
+once. The delta writes are never held densely: :class:`~cltrace.prune.writes.DeltaWrites` keeps
+coefficients and decoder rows and builds what a patch or a score needs.
+
+Occurrence bookkeeping (layer, position, feature, activations, masks, scores) lives on the CPU;
+decoder rows, patches, residual streams and gradients on the model's device.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from torch import Tensor
 
 from cltrace.errors import CltraceError
 from cltrace.models.adapter import ModelAdapter
+from cltrace.prune.writes import DeltaWrites
 from cltrace.replacement import active_occurrences, check_sites
 from cltrace.tasks.pairs import PromptPair
 from cltrace.transcoders import CrossLayerTranscoder, check_compatible
@@ -53,10 +58,10 @@ class PairComponents:
     feature: Int[Tensor, " n"]
     a_clean: Float[Tensor, " n"]
     a_corrupt: Float[Tensor, " n"]
-    writes: Float[Tensor, "n n_layers d_model"]
-    """``delta_o^(s)`` for every target layer ``s`` (zero for ``s`` before the source layer)."""
+    deltas: DeltaWrites
+    """``delta_o^(s)`` of every occurrence, built on demand from decoder rows."""
     clean_logits: Float[Tensor, " d_vocab"]
-    """Last-position logits of the unpatched clean run."""
+    """Last-position logits of the unpatched clean run (float32, model device)."""
     grads: dict[str, Tensor] = field(default_factory=dict)
     """Metric gradients at the MLP outputs by gradient mode (see :func:`metric_gradients`)."""
     answers: tuple[int, ...] = ()
@@ -83,38 +88,22 @@ class PairComponents:
     def m_clean(self) -> float:
         return float(self.metric(self.clean_logits))
 
-    def patch_for(self, masks: Bool[Tensor, "b n"]) -> Float[Tensor, "b pos n_layers d_model"]:
-        """Sum of the delta writes of each mask's occurrences, per position and layer.
+    @property
+    def device(self) -> torch.device:
+        return self.deltas.device
 
-        Occurrences are grouped by position once, so the cost is one small matmul per
-        position rather than a product over all (position, occurrence) pairs; occurrences that
-        every mask removes are summed once for all of them.
+    def patch_for(self, masks: Bool[Tensor, "b n"]) -> Float[Tensor, "b pos n_layers d_model"]:
+        """Sum of the delta writes of each mask's occurrences, per position and layer (float32,
+        model device).
+
+        Occurrences that every mask removes are summed once for all of them.
         """
         b = masks.shape[0]
-        L, D = self.writes.shape[1:]
         shared = masks.all(0) if b > 1 else torch.zeros_like(masks[0])
         if int(shared.sum()) > 4:  # e.g. a greedy pass: one removed set plus a unit per row
             base = self.patch_for(shared[None])
             return base + self.patch_for(masks & ~shared)
-        out = torch.zeros(b, self.n_pos, L * D)
-        rows, occ = masks.nonzero(as_tuple=True)
-        if rows.numel() <= 4 * b:  # a few occurrences per row (single and pair effects)
-            out.index_put_((rows, self.position[occ]), self.writes[occ].flatten(1), accumulate=True)
-            return out.reshape(b, self.n_pos, L, D)
-        weights_t = masks.T.float()  # rows of occurrences are contiguous to gather
-        for t, idx, w in self._by_position():
-            out[:, t] = weights_t[idx].T @ w
-        return out.reshape(b, self.n_pos, L, D)
-
-    def _by_position(self) -> list[tuple[int, Tensor, Tensor]]:
-        """(position, occurrence indices, their writes flattened to [n_t, L * D])."""
-        if not hasattr(self, "_groups"):
-            self._groups = []
-            for t in range(self.n_pos):
-                idx = (self.position == t).nonzero().squeeze(1)
-                if idx.numel():
-                    self._groups.append((t, idx, self.writes[idx].flatten(1)))
-        return self._groups
+        return self.deltas.patch(masks, self.n_pos)
 
     def rows_per_batch(self, batch_size: int, memory_gb: float = 2.0) -> int:
         """Patched passes per batch: ``batch_size``, fewer when activations would not fit."""
@@ -137,6 +126,7 @@ class PairComponents:
         positions ``t..`` are computed, attending to the clean run's keys and values before
         them. Rows are batched by ``(l, t)``.
         """
+        masks = masks.cpu()
         out = self.clean_logits.expand(masks.shape[0], -1).clone()
         todo = masks.any(1).nonzero().squeeze(1)
         if todo.numel() == 0:
@@ -158,7 +148,7 @@ class PairComponents:
             }
             with a.resume_after(start_layer, hidden), a.hooks(hooks), a.fused_activations():
                 logits = a.last_logits(self.tokens.expand(rows.numel(), -1), t, kv)
-            out[rows] = logits.float()
+            out[rows.to(out.device)] = logits.float()
         return out
 
     def _clean_keys_values(self) -> list[tuple[Tensor, Tensor]] | None:
@@ -187,7 +177,7 @@ class PairComponents:
         return self.m_clean - self.metric(self.run_removals(masks, batch_size))
 
     def masks_from_sets(self, sets: list[Tensor]) -> Bool[Tensor, "b n"]:
-        masks = torch.zeros(len(sets), self.n, dtype=torch.bool)
+        masks = torch.zeros(len(sets), self.n, dtype=torch.bool, device="cpu")
         for i, s in enumerate(sets):
             masks[i, s] = True
         return masks
@@ -297,7 +287,6 @@ def compute_components(
     wrongs = tuple(adapter.single_token_id(t) for t in pair.wrong_answers)
     answer, wrong = answers[0], wrongs[0]
     sites = adapter.sites("mlp_in")
-    L = adapter.n_layers
     clean_logits, x_clean, grads = _clean_pass(
         adapter,
         transcoder,
@@ -308,26 +297,20 @@ def compute_components(
     with torch.no_grad(), adapter.cache(sites) as c_corr:
         adapter(corrupt)
     x_corr = torch.stack([c_corr[s][0] for s in sites]).float()
-    act_c = active_occurrences(transcoder, x_clean)
-    act_k = active_occurrences(transcoder, x_corr)
     T, F = clean.shape[1], transcoder.d_features
-    key_c = occurrence_key(act_c.layer, act_c.position, act_c.feature, T, F)
-    key_k = occurrence_key(act_k.layer, act_k.position, act_k.feature, T, F)
-    keys = torch.unique(torch.cat([key_c, key_k]))  # sorted: (layer, position, feature) order
-    a_clean = torch.zeros(keys.numel())
-    a_corr = torch.zeros(keys.numel())
-    a_clean[torch.searchsorted(keys, key_c)] = act_c.value
-    a_corr[torch.searchsorted(keys, key_k)] = act_k.value
-    layer, position, feature = split_occurrence_key(keys, T, F)
+    keys, values = [], []
+    for x in (x_clean, x_corr):
+        act = active_occurrences(transcoder, x)
+        keys.append(occurrence_key(act.layer, act.position, act.feature, T, F).cpu())
+        values.append(act.value.float().cpu())
+    occ = torch.unique(torch.cat(keys))  # sorted: (layer, position, feature) order
+    a_clean = torch.zeros(occ.numel(), device="cpu")
+    a_corr = torch.zeros(occ.numel(), device="cpu")
+    a_clean[torch.searchsorted(occ, keys[0])] = values[0]
+    a_corr[torch.searchsorted(occ, keys[1])] = values[1]
+    layer, position, feature = split_occurrence_key(occ, T, F)
     delta = a_clean - (a_corr if policy == "corrupted_prompt" else 0.0)
-    writes = torch.zeros(keys.numel(), L, adapter.d_model)
-    for src in range(L):
-        sel = (layer == src).nonzero().squeeze(1)
-        if sel.numel() == 0:
-            continue
-        ids, inverse = torch.unique(feature[sel], return_inverse=True)
-        rows = transcoder.decoder_rows(src, ids).float()[inverse]  # [n, n_out, D]
-        writes[sel, src : src + rows.shape[1]] = delta[sel, None, None] * rows
+    deltas = DeltaWrites.build(transcoder, layer, position, feature, delta, adapter.device)
     return PairComponents(
         adapter=adapter,
         tokens=clean,
@@ -339,7 +322,7 @@ def compute_components(
         feature=feature,
         a_clean=a_clean,
         a_corrupt=a_corr,
-        writes=writes,
+        deltas=deltas,
         clean_logits=clean_logits,
         grads={grad_mode: grads},
         answers=answers,
@@ -424,6 +407,5 @@ def metric_gradients(
 def fap_scores(
     comps: PairComponents, grads: Float[Tensor, "n_layers pos d_model"]
 ) -> Float[Tensor, " n"]:
-    """``S_FAP(o) = sum_s <delta_o^(s), g_s(t_o)>`` (docs/METHODS.md §4)."""
-    g = grads[:, comps.position].permute(1, 0, 2)  # [n, L, D]
-    return (comps.writes * g).sum((1, 2))
+    """``S_FAP(o) = sum_s <delta_o^(s), g_s(t_o)>`` (docs/METHODS.md §4), float32 on the CPU."""
+    return comps.deltas.scores(grads)

@@ -100,28 +100,36 @@ class GatedForward:
         gate_of_unit = torch.full((ctx.n_units,), -1, dtype=torch.long)
         gate_of_unit[candidates] = torch.arange(self.n_gates)
         gate = gate_of_unit[ctx.groups]  # -1: a removed non-candidate
-        L, D = comps.writes.shape[1:]
-        flat = comps.writes.flatten(1)  # [n, L * D]
         fixed = gate < 0
-        self.base = torch.zeros(comps.n_pos, L * D).index_add_(
-            0, comps.position[fixed], flat[fixed]
-        )
+        L, D = comps.adapter.n_layers, comps.adapter.d_model
+        self.base = comps.patch_for(fixed[None])[0].flatten(1)  # [pos, L * D], every row's
         occ = (~fixed).nonzero().squeeze(1)
         self.gate = gate[occ]
-        self.writes = flat[occ]  # [m, L * D]
-        self.onehot = torch.zeros(comps.n_pos, occ.numel())  # position of each gated occurrence
-        self.onehot[comps.position[occ], torch.arange(occ.numel())] = 1.0
+        # per source layer: the gated occurrences (as indices into occ), a one-hot of their
+        # positions and their writes into targets l.. (no zero targets before l)
+        self.parts: list[tuple[int, Tensor, Tensor, Tensor]] = []
+        dev = comps.device
+        for src in comps.layer[occ].unique().tolist():
+            at = (comps.layer[occ] == src).nonzero().squeeze(1)
+            writes = comps.deltas.products(occ[at], src).flatten(1)  # [m_l, n_out * D]
+            onehot = torch.zeros(comps.n_pos, at.numel(), device=dev)
+            onehot[comps.position[occ[at]].to(dev), torch.arange(at.numel(), device=dev)] = 1.0
+            self.parts.append((src, at, onehot, writes))
         # nothing changes before the MLP output of the earliest occurrence's layer
-        self.start = int(comps.layer.min()) if comps.n else comps.adapter.n_layers - 1
+        self.start = int(comps.layer.min()) if comps.n else L - 1
         self.shape = (L, D)
 
     def patch(self, gates: Float[Tensor, "b c"]) -> Float[Tensor, "b pos n_layers d_model"]:
         """What each row takes off the MLP outputs: the non-candidates' writes plus each gated
         occurrence's write times ``1 - z``."""
-        dtype = torch.promote_types(gates.dtype, self.writes.dtype)  # float64 gates stay so
-        removal = 1.0 - gates[:, self.gate].to(dtype)  # [b, m]
-        gated = (self.onehot.to(dtype)[None] * removal[:, None, :]) @ self.writes.to(dtype)
-        return (self.base.to(dtype) + gated).unflatten(-1, self.shape)  # [b, pos, L, D]
+        dtype = torch.promote_types(gates.dtype, self.base.dtype)  # float64 gates stay so
+        removal = 1.0 - gates[:, self.gate].to(self.base.device, dtype)  # [b, m]
+        out = self.base.to(dtype).expand(gates.shape[0], -1, -1).clone()
+        D = self.shape[1]
+        for src, at, onehot, writes in self.parts:
+            gated = (onehot.to(dtype)[None] * removal[:, None, at]) @ writes.to(dtype)
+            out[:, :, src * D : src * D + writes.shape[1]] += gated
+        return out.unflatten(-1, self.shape)  # [b, pos, L, D]
 
     def logits(self, gates: Float[Tensor, "b c"]) -> Float[Tensor, "b d_vocab"]:
         """Last-position logits of the masked clean prompt, one row per gate vector (model

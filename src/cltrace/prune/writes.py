@@ -1,0 +1,191 @@
+"""Delta writes of one prompt's occurrences, built from decoder rows when a patch needs them.
+
+An occurrence ``o = (l, t, f)`` with coefficient ``c_o`` (``a_clean - a_corrupt``, or ``a_clean``
+under the ``zero_features`` policy) writes ``c_o * W_dec^{l->s}[f]`` into every MLP output
+``s >= l`` (docs/METHODS.md §4). A dense ``[n, n_layers, d_model]`` table of these writes holds
+mostly nothing new: for a CLT the targets before ``l`` are zeros (about half of it), and a feature
+active at many positions repeats its decoder row once per position. On Gemma-2-2B that is about
+240 KB per occurrence in float32. :class:`DeltaWrites` keeps instead, per source layer, the
+decoder rows of the distinct features active there (``[u_l, n_layers - l, d_model]`` in the
+transcoder's dtype, on the model's device: read once, through the lazy row cache when decoders
+stay on disk) plus each occurrence's coefficient and row index.
+
+What the scorers need is built on demand, in float32, each product ``c_o * row`` rounded exactly
+as the dense table rounded it:
+
+* :meth:`DeltaWrites.block`: the dense writes of a bounded set of occurrences (FAP's chunks);
+* :meth:`DeltaWrites.add_rows`: a few occurrences' writes added into a patch (single and pair
+  removals);
+* :meth:`DeltaWrites.group`: the writes of one (position, source layer) group, without the zero
+  targets, for removals of many occurrences; groups are kept up to :data:`GROUP_CACHE_BYTES` and
+  rebuilt past it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+BLOCK_BYTES = 64 * 2**20
+"""Most bytes of one dense block of writes that :meth:`DeltaWrites.scores` builds at a time
+(the whole prompt on the bundled model; a few hundred occurrences on Gemma-2-2B)."""
+GROUP_CACHE_BYTES = 256 * 2**20
+"""Most bytes of (position, source layer) groups of writes kept between patches; the groups past
+it are rebuilt from the decoder rows on every use."""
+
+
+@dataclass
+class DeltaWrites:
+    """The delta writes of ``n`` occurrences as coefficients times decoder rows.
+
+    Bookkeeping (one entry per occurrence) lives on the CPU; decoder rows and everything built
+    from them on ``device``.
+    """
+
+    layer: Int[Tensor, " n"]
+    """Source layer of each occurrence (ascending: occurrences are sorted by layer first)."""
+    position: Int[Tensor, " n"]
+    coef: Float[Tensor, " n"]
+    """The occurrence's coefficient (float32)."""
+    row: Int[Tensor, " n"]
+    """Index of the occurrence's decoder row in ``rows[layer]``."""
+    rows: list[Tensor]
+    """Per source layer ``l``: ``[u_l, n_out_l, d_model]`` decoder rows of its distinct active
+    features into targets ``l .. l + n_out_l - 1`` (transcoder dtype)."""
+    n_layers: int
+    d_model: int
+    device: torch.device
+    _groups: dict[tuple[int, int], tuple[Tensor, Tensor]] = field(default_factory=dict, repr=False)
+    _group_bytes: int = 0
+
+    @classmethod
+    @torch.no_grad()
+    def build(
+        cls,
+        transcoder,
+        layer: Int[Tensor, " n"],
+        position: Int[Tensor, " n"],
+        feature: Int[Tensor, " n"],
+        coef: Float[Tensor, " n"],
+        device: torch.device,
+    ) -> DeltaWrites:
+        """Read the decoder rows of every distinct (layer, feature) once (``transcoder`` is a
+        :class:`~cltrace.transcoders.CrossLayerTranscoder`, eager or with lazy decoders)."""
+        L, D = transcoder.n_layers, transcoder.d_model
+        row = torch.zeros(layer.numel(), dtype=torch.long, device="cpu")
+        rows = []
+        for src in range(L):
+            sel = (layer == src).nonzero().squeeze(1)
+            ids, inverse = torch.unique(feature[sel], return_inverse=True)
+            row[sel] = inverse
+            if ids.numel():
+                rows.append(transcoder.decoder_rows(src, ids).to(device))
+            else:
+                dtype = transcoder.W_enc[src].dtype
+                rows.append(torch.zeros(0, transcoder.n_out(src), D, dtype=dtype, device=device))
+        return cls(layer, position, coef.float(), row, rows, L, D, torch.device(device))
+
+    @property
+    def n(self) -> int:
+        return int(self.layer.numel())
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: decoder rows, bookkeeping and the cached groups."""
+        held = sum(r.numel() * r.element_size() for r in self.rows)
+        return held + 4 * 8 * self.n + self._group_bytes
+
+    def products(self, idx: Int[Tensor, " m"], src: int) -> Float[Tensor, "m n_out d_model"]:
+        """``c_o * W_dec^{src->.}[f_o]`` of occurrences ``idx`` (all of layer ``src``) into
+        targets ``src ..``, float32."""
+        coef = self.coef[idx].to(self.device)
+        return coef[:, None, None] * self.rows[src][self.row[idx].to(self.device)].float()
+
+    def block(self, idx: Int[Tensor, " m"]) -> Float[Tensor, "m n_layers d_model"]:
+        """Dense writes of occurrences ``idx``: zero before each one's source layer, float32,
+        equal bit for bit to the rows of a dense table built by the same products."""
+        out = torch.zeros(idx.numel(), self.n_layers, self.d_model, device=self.device)
+        lay = self.layer[idx]
+        for src in lay.unique().tolist():
+            at = (lay == src).nonzero().squeeze(1)
+            values = self.products(idx[at], src)
+            out[at.to(self.device), src : src + values.shape[1]] = values
+        return out
+
+    def scores(self, grads: Float[Tensor, "n_layers pos d_model"]) -> Float[Tensor, " n"]:
+        """``sum_s <delta_o^(s), g_s(t_o)>`` per occurrence (FAP's form), on the CPU.
+
+        Computed in blocks of at most :data:`BLOCK_BYTES` with the dense formula, so each
+        occurrence's sum runs over the same ``n_layers * d_model`` terms in the same order as a
+        sum over the whole dense table: the scores are identical to it, not only close.
+        """
+        per = 4 * self.n_layers * self.d_model
+        step = max(1, BLOCK_BYTES // per)
+        grads = grads.to(self.device)
+        out = torch.zeros(self.n, dtype=torch.float32, device="cpu")
+        for a in range(0, self.n, step):
+            idx = torch.arange(a, min(self.n, a + step), device="cpu")
+            g = grads[:, self.position[idx].to(self.device)].permute(1, 0, 2)  # [m, L, D]
+            out[idx] = (self.block(idx) * g).sum((1, 2)).float().cpu()
+        return out
+
+    def add_rows(
+        self,
+        out: Float[Tensor, "b pos n_layers d_model"],
+        rows: Int[Tensor, " k"],
+        occ: Int[Tensor, " k"],
+    ) -> None:
+        """``out[rows[i], t(occ[i])] += delta_{occ[i]}`` for each ``i``, in order (rows of one
+        source layer at a time; occurrences are sorted by layer, so every element of ``out``
+        receives its terms in the order of ``occ``)."""
+        lay = self.layer[occ]
+        for src in lay.unique().tolist():
+            at = (lay == src).nonzero().squeeze(1)
+            r, o = rows[at], occ[at]
+            index = (r.to(self.device), self.position[o].to(self.device))
+            values = self.products(o, src)
+            out[:, :, src : src + values.shape[1]].index_put_(index, values, accumulate=True)
+
+    def groups(self) -> list[tuple[int, int]]:
+        """Every (position, source layer) that holds occurrences, in (position, layer) order."""
+        keys = torch.unique(self.position * self.n_layers + self.layer).tolist()
+        return [(k // self.n_layers, k % self.n_layers) for k in keys]
+
+    def group(self, t: int, src: int) -> tuple[Int[Tensor, " m"], Float[Tensor, "m n_out_d"]]:
+        """Occurrences at position ``t`` of layer ``src`` and their writes into targets
+        ``src ..``, flattened to ``[m, n_out * d_model]`` (float32)."""
+        hit = self._groups.get((t, src))
+        if hit is not None:
+            return hit
+        idx = ((self.position == t) & (self.layer == src)).nonzero().squeeze(1)
+        found = (idx, self.products(idx, src).flatten(1))
+        size = found[1].numel() * 4
+        if self._group_bytes + size <= GROUP_CACHE_BYTES:
+            self._groups[(t, src)] = found
+            self._group_bytes += size
+        return found
+
+    def patch(
+        self, masks: Bool[Tensor, "b n"], n_pos: int
+    ) -> Float[Tensor, "b pos n_layers d_model"]:
+        """Summed writes of each mask's occurrences per position and target layer: a few
+        occurrences per row are added one by one, more with one small matmul per (position,
+        source layer) group that a mask touches."""
+        b, L, D = masks.shape[0], self.n_layers, self.d_model
+        out = torch.zeros(b, n_pos, L, D, device=self.device)
+        rows, occ = masks.nonzero(as_tuple=True)
+        if rows.numel() <= 4 * b:  # a few occurrences per row (single and pair effects)
+            self.add_rows(out, rows, occ)
+            return out
+        flat = out.view(b, n_pos, L * D)
+        weights_t = masks.T.float()  # rows of occurrences are contiguous to gather
+        for t, src in self.groups():
+            idx, w = self.group(t, src)
+            weights = weights_t[idx]
+            if weights.any():
+                end = src * D + w.shape[1]
+                flat[:, t, src * D : end] += weights.T.to(self.device) @ w
+        return out
