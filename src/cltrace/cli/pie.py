@@ -132,6 +132,17 @@ def pie(
     force: bool = typer.Option(
         False, "--force", help="Go on when the corrupted prompts do not change the behaviour."
     ),
+    device: str = typer.Option(
+        "cpu", "--device", help="cpu, cuda, cuda:N or mps (cuda under torchrun: each rank's GPU)."
+    ),
+    dtype: str = typer.Option(
+        "float32", "--dtype", help="Weights and activations: float32, bfloat16 or float16."
+    ),
+    lazy_decoders: bool = typer.Option(
+        False,
+        "--lazy-decoders",
+        help="Leave decoders on disk and read only the rows of active features (large CLTs).",
+    ),
 ) -> None:
     """Prune first: score every active feature occurrence, keep K, measure retained behaviour."""
     from pathlib import Path
@@ -161,7 +172,7 @@ def pie(
         interpret_budget=100 if 100 in ks else min(ks),
         # stages II/III explain what a chosen method kept: FAP-Synergy when it runs
         interpret_method="fap_synergy" if "fap_synergy" in chosen else chosen[0],
-        allow_unk=allow_unk,
+        allow_unk=allow_unk, device=device, dtype=dtype, lazy_decoders=lazy_decoders,
     )  # fmt: skip
     label = Path(data).stem if data else task
     run_dir = Path(out or f"runs/pie-{label}-n{n}-s{seed}")
@@ -176,7 +187,8 @@ def pie(
     _one_thread_for_the_bundled_model(model)
     from cltrace import dist
 
-    world = dist.start()  # several processes under torchrun share the work of every stage
+    # several processes under torchrun share the work of every stage
+    world = dist.start(cfg.device)
     later = "interpret" in wanted or "evaluate" in wanted
     if not world.is_main:
         try:

@@ -39,6 +39,7 @@ from cltrace.pie.rundir import (
     read_records,
 )
 from cltrace.prune import PruneConfig, ScoreContext, compute_components, get_method
+from cltrace.prune.writes import CPU
 from cltrace.retention import evaluate_kept
 
 DEFAULT_METHODS = (
@@ -84,11 +85,26 @@ class PieConfig:
     """Bootstrap resamples for confidence intervals."""
     allow_unk: bool = False
     """Read words of ``data`` the tokenizer does not know as its unk token (with a warning)."""
+    device: str = "cpu"
+    """Where the model, the transcoder and every stage's tensors live: ``cpu``, ``cuda``,
+    ``cuda:N`` or ``mps`` (``cuda`` under torchrun: each rank's own GPU)."""
+    dtype: str = "float32"
+    """Weights and activations: ``float32``, ``bfloat16`` or ``float16``; scores, metrics and
+    KLs are reduced in float32 (or float64) whatever it is."""
+    lazy_decoders: bool = False
+    """Leave the transcoder's decoders on disk and read only the rows of active features,
+    through a row cache bounded in bytes (large CLTs; results are identical)."""
 
     def __post_init__(self) -> None:
+        from cltrace.precision import parse_dtype
+
         # registry keys: fap-synergy and fap_synergy name one method (as in get_method)
         self.methods = tuple(k.replace("-", "_") for k in self.methods)
         self.interpret_method = self.interpret_method.replace("-", "_")
+        # one spelling per dtype (bf16 and bfloat16 resume each other); the device is checked
+        # in validate(), since a saved config may name a GPU this machine lacks
+        self.dtype = str(parse_dtype(self.dtype)).removeprefix("torch.")
+        self.device = str(self.device).lower()
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -127,8 +143,10 @@ def run_metric(cfg: PieConfig) -> str:
 
 def validate(cfg: PieConfig) -> None:
     """Check the options before anything is loaded or written (a typo fails at once)."""
+    from cltrace.precision import parse_device
     from cltrace.tasks import get_task
 
+    parse_device(cfg.device)
     if not cfg.methods:
         raise UsageError("--methods is empty; name at least one method (e.g. fap,random).")
     for key in cfg.methods:
@@ -164,6 +182,29 @@ def _load_pairs(cfg: PieConfig, adapter):
 def score_prompt(index: int, pair, adapter, transcoder, cfg: PieConfig) -> dict:
     """All methods and budgets on one prompt: its ``records.jsonl`` line."""
     return score_prompt_kept(index, pair, adapter, transcoder, cfg, every_set=False)[0]
+
+
+def load_inputs(cfg: PieConfig, world: World | None = None):
+    """The model and transcoder of a run, on its device and in its dtype (``cuda`` under
+    torchrun: this rank's GPU)."""
+    from cltrace import dist
+    from cltrace.models import load_model
+    from cltrace.paths import BUNDLED_CLT_DIR
+    from cltrace.precision import parse_device, parse_dtype
+    from cltrace.transcoders import load_transcoder
+
+    device = parse_device(cfg.device)
+    if world is not None and world.distributed:
+        device = dist.local_device(device)
+    adapter = load_model(cfg.model, device=device, dtype=parse_dtype(cfg.dtype))
+    transcoder = load_transcoder(
+        cfg.transcoder or BUNDLED_CLT_DIR,
+        model=adapter,
+        lazy_decoder=cfg.lazy_decoders,
+        device=adapter.device,
+        dtype=adapter.dtype,
+    )
+    return adapter, transcoder
 
 
 def score_prompt_kept(
@@ -212,7 +253,7 @@ def score_prompt_kept(
 
 def _kept_units(ctx: ScoreContext, comps, chosen: torch.Tensor) -> list[list]:
     """The occurrences of the kept units: ``[layer, feature, position, fap score]`` each."""
-    member = torch.zeros(ctx.n_units, dtype=torch.bool)
+    member = torch.zeros(ctx.n_units, dtype=torch.bool, device=CPU)
     member[chosen] = True
     occ = member[ctx.groups].nonzero().squeeze(1)
     scores = ctx.fap[ctx.groups[occ]]
@@ -241,10 +282,7 @@ def run_pie(
     ``records.rank<r>.jsonl``; rank 0 merges them, writes the results and returns them (the
     other ranks return ``{}``). The results equal a one-process run's.
     """
-    from cltrace.models import load_model
-    from cltrace.paths import BUNDLED_CLT_DIR
     from cltrace.pie.results import aggregate, write_outputs
-    from cltrace.transcoders import load_transcoder
 
     validate(cfg)
     world = world or World()
@@ -253,8 +291,7 @@ def run_pie(
     if out.is_dir() and world.is_main:
         with RunLock(out):  # a directory in use fails now, not after the model has loaded
             pass
-    adapter = load_model(cfg.model)
-    transcoder = load_transcoder(cfg.transcoder or BUNDLED_CLT_DIR, model=adapter)
+    adapter, transcoder = load_inputs(cfg, world)
     pairs = _load_pairs(cfg, adapter)
     wanted = {**cfg.to_json(), "inputs": input_identity(cfg)}
     lock = RunLock(out) if world.is_main else contextlib.nullcontext()
@@ -267,7 +304,10 @@ def run_pie(
                     _check_behaviour(cfg, adapter, pairs, out, force)
                     atomic_write_json(out / "config.json", wanted)
                 else:
-                    check_same_run(out, saved, wanted)
+                    # options added since the run started take their defaults, which are
+                    # what the older cltrace did
+                    defaults = {k: v for k, v in PieConfig().to_json().items() if k not in saved}
+                    check_same_run(out, {**defaults, **saved}, wanted)
                 merge_rank_records(out)  # what the ranks of an interrupted run finished
                 done = read_records(out, len(pairs))  # damaged lines set aside before others read
             except CltraceError as exc:

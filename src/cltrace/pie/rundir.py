@@ -80,8 +80,15 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
+RESUME_FREE = ("lazy_decoders",)
+"""Options that change how a run computes, not what: a run may resume with others."""
+
+
 def check_same_run(out: Path, saved: dict, wanted: dict) -> None:
-    """Refuse to resume ``out`` when its saved config differs from the wanted one."""
+    """Refuse to resume ``out`` when its saved config differs from the wanted one (the options
+    in :data:`RESUME_FREE` aside)."""
+    saved = {k: v for k, v in saved.items() if k not in RESUME_FREE}
+    wanted = {k: v for k, v in wanted.items() if k not in RESUME_FREE}
     if saved == wanted:
         return
     if "inputs" not in saved:

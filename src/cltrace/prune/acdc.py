@@ -32,6 +32,7 @@ from torch import Tensor
 
 from cltrace.prune.components import kl_last
 from cltrace.prune.methods import ScoreContext
+from cltrace.prune.writes import CPU
 
 ACDC_BLOCK = 128  # ~20 sequential rounds for the ~2,500 units of a bundled IOI prompt
 """Candidates measured per batched forward pass (see the module docstring)."""
@@ -55,7 +56,7 @@ class AcdcTrace:
 
 def visiting_order(ctx: ScoreContext) -> Int[Tensor, " units"]:
     """Units from the last layer to the first; within a layer by ascending |FAP|."""
-    layer = torch.zeros(ctx.n_units, dtype=torch.long)
+    layer = torch.zeros(ctx.n_units, dtype=torch.long, device=CPU)
     layer[ctx.groups] = ctx.comps.layer  # a pooled feature's occurrences share one layer
     by_abs = torch.argsort(ctx.fap.abs(), stable=True)
     return by_abs[torch.argsort(-layer[by_abs], stable=True)]
@@ -73,10 +74,10 @@ def acdc_run(
     trace = AcdcTrace(order=visiting_order(ctx))
     counts = {min(k, n) for k in budgets}
     stop = min(counts) if counts else n
-    removed = torch.zeros(n, dtype=torch.bool)
+    removed = torch.zeros(n, dtype=torch.bool, device=CPU)
     by_count: dict[int, Tensor] = {}
     if n in counts:
-        by_count[n] = torch.arange(n)
+        by_count[n] = torch.arange(n, device=CPU)
     base_kl, stale = 0.0, False  # KL of the current removed set (nothing removed: exactly 0)
     pos = 0
     while pos < n and n - len(trace.accepted) > stop:
@@ -108,7 +109,8 @@ def acdc_run(
     pending = [int(u) for u in trace.order if not removed[u]]
     for count in counts - set(by_count):
         extra = removed.clone()
-        extra[torch.tensor(pending[: n - len(trace.accepted) - count], dtype=torch.long)] = True
+        more = pending[: n - len(trace.accepted) - count]
+        extra[torch.tensor(more, dtype=torch.long, device=CPU)] = True
         by_count[count] = (~extra).nonzero().squeeze(1)
     trace.kept = {k: by_count[min(k, n)] for k in budgets}
     return trace

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from cltrace.errors import CltraceError
 from cltrace.models.adapter import ModelAdapter
-from cltrace.prune.writes import DeltaWrites
+from cltrace.prune.writes import CPU, DeltaWrites
 from cltrace.replacement import active_occurrences, check_sites
 from cltrace.tasks.pairs import PromptPair
 from cltrace.transcoders import CrossLayerTranscoder, check_compatible
@@ -177,7 +177,7 @@ class PairComponents:
         return self.m_clean - self.metric(self.run_removals(masks, batch_size))
 
     def masks_from_sets(self, sets: list[Tensor]) -> Bool[Tensor, "b n"]:
-        masks = torch.zeros(len(sets), self.n, dtype=torch.bool, device="cpu")
+        masks = torch.zeros(len(sets), self.n, dtype=torch.bool, device=CPU)
         for i, s in enumerate(sets):
             masks[i, s] = True
         return masks
@@ -222,7 +222,7 @@ def _start_batches(
                 continue
         for k in range(0, len(group), batch_size):
             batches.append([layer, t, group[k : k + batch_size]])
-    return [(layer, t, torch.tensor(r, dtype=torch.long)) for layer, t, r in batches]
+    return [(layer, t, torch.tensor(r, dtype=torch.long, device=CPU)) for layer, t, r in batches]
 
 
 @torch.no_grad()
@@ -304,8 +304,8 @@ def compute_components(
         keys.append(occurrence_key(act.layer, act.position, act.feature, T, F).cpu())
         values.append(act.value.float().cpu())
     occ = torch.unique(torch.cat(keys))  # sorted: (layer, position, feature) order
-    a_clean = torch.zeros(occ.numel(), device="cpu")
-    a_corr = torch.zeros(occ.numel(), device="cpu")
+    a_clean = torch.zeros(occ.numel(), device=CPU)
+    a_corr = torch.zeros(occ.numel(), device=CPU)
     a_clean[torch.searchsorted(occ, keys[0])] = values[0]
     a_corr[torch.searchsorted(occ, keys[1])] = values[1]
     layer, position, feature = split_occurrence_key(occ, T, F)

@@ -17,6 +17,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from cltrace.prune.methods import ScoreContext
+from cltrace.prune.writes import CPU
 
 
 def single_effects(ctx: ScoreContext, units: Int[Tensor, " c"]) -> Float[Tensor, " c"]:
@@ -24,9 +25,9 @@ def single_effects(ctx: ScoreContext, units: Int[Tensor, " c"]) -> Float[Tensor,
     cache: dict[int, float] = ctx.extras.setdefault("single_effect", {})
     need = [int(u) for u in units if int(u) not in cache]
     if need:
-        effects = ctx.removal_effect([torch.tensor([u]) for u in need])
+        effects = ctx.removal_effect([torch.tensor([u], device=CPU) for u in need])
         cache.update(zip(need, effects.tolist(), strict=True))
-    return torch.tensor([cache[int(u)] for u in units], dtype=torch.float32)
+    return torch.tensor([cache[int(u)] for u in units], dtype=torch.float32, device=CPU)
 
 
 def factp_effects(ctx: ScoreContext) -> tuple[Int[Tensor, " c"], Float[Tensor, " c"]]:

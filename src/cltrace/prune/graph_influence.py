@@ -23,6 +23,7 @@ from cltrace.graph.influence import node_influence
 from cltrace.graph.nodes import NodeIndex
 from cltrace.prune.components import PairComponents, occurrence_key
 from cltrace.prune.methods import ScoreContext
+from cltrace.prune.writes import CPU
 
 
 def node_values_to_occurrences(
@@ -34,13 +35,14 @@ def node_values_to_occurrences(
     """Place a value per graph feature node on the matching occurrence (0 where none matches)."""
     T = comps.n_pos
     keys = occurrence_key(comps.layer, comps.position, comps.feature, T, d_features)  # ascending
-    node_keys = occurrence_key(index.feat_layer, index.feat_pos, index.feat_id, T, d_features)
-    out = torch.zeros(comps.n)
+    # graph indices may sit on the model's device; occurrences are CPU bookkeeping
+    node_keys = occurrence_key(index.feat_layer, index.feat_pos, index.feat_id, T, d_features).cpu()
+    out = torch.zeros(comps.n, device=CPU)
     if comps.n == 0 or node_keys.numel() == 0:
         return out
     at = torch.searchsorted(keys, node_keys).clamp(max=comps.n - 1)
     found = keys[at] == node_keys
-    out[at[found]] = values[found].float()
+    out[at[found]] = values.cpu()[found].float()
     return out
 
 

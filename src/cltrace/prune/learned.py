@@ -34,6 +34,7 @@ from cltrace.edges.pruning import prob_open, sample_hard_concrete
 from cltrace.errors import UsageError
 from cltrace.models.adapter import Hook, Site
 from cltrace.prune.methods import ScoreContext
+from cltrace.prune.writes import CPU
 
 
 @dataclass
@@ -97,8 +98,8 @@ class GatedForward:
     def __init__(self, ctx: ScoreContext, candidates: Int[Tensor, " c"]):
         comps = self.comps = ctx.comps
         self.n_gates = int(candidates.numel())
-        gate_of_unit = torch.full((ctx.n_units,), -1, dtype=torch.long)
-        gate_of_unit[candidates] = torch.arange(self.n_gates)
+        gate_of_unit = torch.full((ctx.n_units,), -1, dtype=torch.long, device=CPU)
+        gate_of_unit[candidates] = torch.arange(self.n_gates, device=CPU)
         gate = gate_of_unit[ctx.groups]  # -1: a removed non-candidate
         fixed = gate < 0
         L, D = comps.adapter.n_layers, comps.adapter.d_model
@@ -182,10 +183,11 @@ def train_mask(ctx: ScoreContext, k: int, cfg: LearnedMaskConfig | None = None) 
     cand = candidate_units(ctx, k, cfg.candidate_factor)
     c = int(cand.numel())
     if c <= k:  # nothing to choose
-        return LearnedMask(cand, cand, torch.empty(0), float(c), time.perf_counter() - start_time)
+        empty = torch.empty(0, device=CPU)
+        return LearnedMask(cand, cand, empty, float(c), time.perf_counter() - start_time)
     gen = torch.Generator().manual_seed(cfg.seed + 7919 * ctx.prompt_index + 104729 * k)
-    log_alpha = (cfg.init + 0.01 * torch.randn(c, generator=gen)).requires_grad_(True)
-    lambdas = torch.zeros(2, requires_grad=True)
+    log_alpha = (cfg.init + 0.01 * torch.randn(c, generator=gen, device=CPU)).requires_grad_(True)
+    lambdas = torch.zeros(2, requires_grad=True, device=CPU)
     opt = torch.optim.Adam([log_alpha], lr=cfg.lr)
     opt_l = torch.optim.Adam([lambdas], lr=cfg.lr_lambda, maximize=True)
     fwd = GatedForward(ctx, cand)

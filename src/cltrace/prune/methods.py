@@ -26,6 +26,7 @@ from cltrace.prune.components import (
     fap_scores,
     metric_gradients,
 )
+from cltrace.prune.writes import CPU
 from cltrace.transcoders import CrossLayerTranscoder
 
 UNITS = ("occurrence", "feature")
@@ -128,7 +129,7 @@ class ScoreContext:
         """Unit id of every occurrence."""
         c = self.comps
         if self.config.unit == "occurrence":
-            return torch.arange(c.n)
+            return torch.arange(c.n, device=CPU)
         if self.config.unit == "feature":
             key = c.layer * self.transcoder.d_features + c.feature
             return torch.unique(key, return_inverse=True)[1]
@@ -140,12 +141,12 @@ class ScoreContext:
 
     def pool(self, per_occurrence: Float[Tensor, " n"]) -> Float[Tensor, " units"]:
         """Sum an occurrence-level quantity over each unit."""
-        out = torch.zeros(self.n_units)
+        out = torch.zeros(self.n_units, device=CPU)
         return out.index_add_(0, self.groups, per_occurrence.float())
 
     def unit_masks(self, sets: list[Tensor]) -> Bool[Tensor, "b n"]:
         """Occurrence masks of sets of units."""
-        masks = torch.zeros(len(sets), self.n_units, dtype=torch.bool)
+        masks = torch.zeros(len(sets), self.n_units, dtype=torch.bool, device=CPU)
         for i, s in enumerate(sets):
             masks[i, s] = True
         return masks[:, self.groups]
@@ -213,7 +214,7 @@ score_method("act_mag", "Activation magnitude", lambda ctx: ctx.pool(ctx.comps.a
 
 def _random(ctx: ScoreContext, budgets: list[int], seed: int) -> dict[int, Tensor]:
     g = torch.Generator().manual_seed(1000 * seed + ctx.prompt_index)
-    order = torch.randperm(ctx.n_units, generator=g)
+    order = torch.randperm(ctx.n_units, generator=g, device=CPU)
     return {k: order[: min(k, order.numel())] for k in budgets}
 
 
@@ -230,7 +231,7 @@ def signal_select(scores: Tensor, k: int, gamma: float) -> Tensor:
     pos = pos[scores[pos] > 0]
     neg = torch.argsort(scores, stable=True)[:n_sign]
     neg = neg[scores[neg] < 0]
-    keep = torch.zeros(n, dtype=torch.bool)
+    keep = torch.zeros(n, dtype=torch.bool, device=CPU)
     keep[pos] = True
     keep[neg] = True
     for i in torch.argsort(scores.abs(), descending=True, stable=True).tolist():
@@ -281,7 +282,7 @@ def synergy_select_budgets(
             for u in torch.cat([partners, band]) if int(u) not in single]  # fmt: skip
     need = list(dict.fromkeys(need))
     if need:
-        effects = ctx.removal_effect([torch.tensor([u]) for u in need])
+        effects = ctx.removal_effect([torch.tensor([u], device=CPU) for u in need])
         single.update(zip(need, effects.tolist(), strict=True))
     owners: dict[int, list[tuple[int, int]]] = {}
     for k, (kk, _, band, partners) in plans.items():
@@ -292,8 +293,8 @@ def synergy_select_budgets(
                                min(cfg.partners_per_candidate, partners.numel()))  # fmt: skip
             owners[k] += [(c, p) for p in drawn if single[p] > 0 and single[c] > 0]
     pairs = list(dict.fromkeys(pair for k in plans for pair in owners[k]))
-    joint = dict(zip(pairs, ctx.removal_effect([torch.tensor(p) for p in pairs]).tolist(),
-                     strict=True)) if pairs else {}  # fmt: skip
+    sets = [torch.tensor(p, device=CPU) for p in pairs]
+    joint = dict(zip(pairs, ctx.removal_effect(sets).tolist(), strict=True)) if pairs else {}
     for k, (kk, core, band, partners) in plans.items():
         out[k] = _synergy_keep(scores, order, kk, core, band, partners, single,
                                [(c, p, joint[(c, p)]) for c, p in owners[k]], lam)  # fmt: skip
@@ -318,12 +319,14 @@ def _synergy_keep(scores, order, k, core, band, partners, single, measured, lam)
             float(scores[c].abs()) / base_scale + lam * max(0.0, stat) / (partner_scale + 1e-6)
         )
     take = k - core.numel()
-    best = band[torch.argsort(torch.tensor(boosted), descending=True, stable=True)[:take]]
+    by_boost = torch.argsort(torch.tensor(boosted, device=CPU), descending=True, stable=True)
+    best = band[by_boost[:take]]
     keep = torch.cat([core, best])
     if keep.numel() < k:
         kept = set(keep.tolist())
         rest = [u for u in order.tolist() if u not in kept]
-        keep = torch.cat([keep, torch.tensor(rest[: k - keep.numel()], dtype=torch.long)])
+        more = torch.tensor(rest[: k - keep.numel()], dtype=torch.long, device=CPU)
+        keep = torch.cat([keep, more])
     return keep
 
 

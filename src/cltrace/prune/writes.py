@@ -29,6 +29,9 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+CPU = torch.device("cpu")
+"""Where occurrence bookkeeping lives (indices, activations, masks, scores: one entry per
+occurrence or unit, read back by Python-side selection), whatever the model's device."""
 BLOCK_BYTES = 64 * 2**20
 """Most bytes of one dense block of writes that :meth:`DeltaWrites.scores` builds at a time
 (the whole prompt on the bundled model; a few hundred occurrences on Gemma-2-2B)."""
@@ -75,7 +78,7 @@ class DeltaWrites:
         """Read the decoder rows of every distinct (layer, feature) once (``transcoder`` is a
         :class:`~cltrace.transcoders.CrossLayerTranscoder`, eager or with lazy decoders)."""
         L, D = transcoder.n_layers, transcoder.d_model
-        row = torch.zeros(layer.numel(), dtype=torch.long, device="cpu")
+        row = torch.zeros(layer.numel(), dtype=torch.long, device=CPU)
         rows = []
         for src in range(L):
             sel = (layer == src).nonzero().squeeze(1)
@@ -125,9 +128,9 @@ class DeltaWrites:
         per = 4 * self.n_layers * self.d_model
         step = max(1, BLOCK_BYTES // per)
         grads = grads.to(self.device)
-        out = torch.zeros(self.n, dtype=torch.float32, device="cpu")
+        out = torch.zeros(self.n, dtype=torch.float32, device=CPU)
         for a in range(0, self.n, step):
-            idx = torch.arange(a, min(self.n, a + step), device="cpu")
+            idx = torch.arange(a, min(self.n, a + step), device=CPU)
             g = grads[:, self.position[idx].to(self.device)].permute(1, 0, 2)  # [m, L, D]
             out[idx] = (self.block(idx) * g).sum((1, 2)).float().cpu()
         return out
