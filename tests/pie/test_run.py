@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from cltrace.errors import CltraceError
+from cltrace.errors import CltraceError, UsageError
 from cltrace.pie import PieConfig, run_pie
 from cltrace.prune import PruneConfig
 from cltrace.tasks import PromptPair, write_pairs
@@ -79,3 +79,28 @@ def test_budget_above_active_set_keeps_everything(assets, tmp_path):
     everything = res["methods"]["random"]["10000"]
     assert everything["kl"]["mean"] == 0.0
     assert abs(everything["faithfulness"]["mean"] - 1.0) < 1e-4
+
+
+def test_lazy_decoders_resume_an_eager_run_to_identical_results(assets, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    run_pie(_cfg(assets), full, force=True)
+    run_pie(_cfg(assets), part, stop_after=2, force=True)
+    # a run directory written before the device, dtype and lazy options existed
+    saved = json.loads((part / "config.json").read_text())
+    for key in ("device", "dtype", "lazy_decoders"):
+        saved.pop(key)
+    (part / "config.json").write_text(json.dumps(saved))
+    run_pie(_cfg(assets, lazy_decoders=True), part, force=True)
+    assert (part / "results.json").read_text() == (full / "results.json").read_text()
+    assert (part / "kept_features.json").read_text() == (full / "kept_features.json").read_text()
+
+
+def test_dtype_is_part_of_a_run_and_spelled_one_way(assets, tmp_path):
+    assert PieConfig(dtype="bf16").dtype == "bfloat16"
+    with pytest.raises(UsageError, match="--dtype 'fp8' is unknown"):
+        PieConfig(dtype="fp8")
+    with pytest.raises(UsageError, match="--device 'tpu'"):
+        run_pie(_cfg(assets, device="tpu"), tmp_path / "t", force=True)
+    run_pie(_cfg(assets), tmp_path / "r", stop_after=1, force=True)
+    with pytest.raises(CltraceError, match="different options \\(dtype\\)"):
+        run_pie(_cfg(assets, dtype="bfloat16"), tmp_path / "r", force=True)
