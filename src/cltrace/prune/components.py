@@ -126,7 +126,6 @@ class PairComponents:
         positions ``t..`` are computed, attending to the clean run's keys and values before
         them. Rows are batched by ``(l, t)``.
         """
-        masks = masks.cpu()
         out = self.clean_logits.expand(masks.shape[0], -1).clone()
         todo = masks.any(1).nonzero().squeeze(1)
         if todo.numel() == 0:
@@ -148,7 +147,7 @@ class PairComponents:
             }
             with a.resume_after(start_layer, hidden), a.hooks(hooks), a.fused_activations():
                 logits = a.last_logits(self.tokens.expand(rows.numel(), -1), t, kv)
-            out[rows.to(out.device)] = logits.float()
+            out[rows] = logits.float()
         return out
 
     def _clean_keys_values(self) -> list[tuple[Tensor, Tensor]] | None:

@@ -61,8 +61,11 @@ class DeltaWrites:
     n_layers: int
     d_model: int
     device: torch.device
-    _groups: dict[tuple[int, int], tuple[Tensor, Tensor]] = field(default_factory=dict, repr=False)
+    _groups: dict[int, Tensor] = field(default_factory=dict, repr=False)
     _group_bytes: int = 0
+    _order: Tensor | None = field(default=None, repr=False)
+    _group_of: Tensor | None = field(default=None, repr=False)
+    _spans_list: list[tuple[int, int, int, int]] = field(default_factory=list, repr=False)
 
     @classmethod
     @torch.no_grad()
@@ -152,22 +155,37 @@ class DeltaWrites:
             values = self.products(o, src)
             out[:, :, src : src + values.shape[1]].index_put_(index, values, accumulate=True)
 
-    def groups(self) -> list[tuple[int, int]]:
-        """Every (position, source layer) that holds occurrences, in (position, layer) order."""
-        keys = torch.unique(self.position * self.n_layers + self.layer).tolist()
-        return [(k // self.n_layers, k % self.n_layers) for k in keys]
+    def _spans(
+        self,
+    ) -> tuple[Int[Tensor, " n"], Int[Tensor, " n"], list[tuple[int, int, int, int]]]:
+        """Occurrences ordered by (position, source layer) (stably: by index within a group),
+        the group of each in that order, and each group's ``(position, layer, start, end)``
+        in that order (computed once)."""
+        if self._order is None:
+            key = self.position * self.n_layers + self.layer
+            self._order = torch.argsort(key, stable=True)
+            keys, counts = torch.unique_consecutive(key[self._order], return_counts=True)
+            self._group_of = torch.repeat_interleave(torch.arange(keys.numel()), counts)
+            ends = torch.cumsum(counts, 0).tolist()
+            self._spans_list = [
+                (int(k) // self.n_layers, int(k) % self.n_layers, e - int(c), e)
+                for k, c, e in zip(keys.tolist(), counts.tolist(), ends, strict=True)
+            ]
+        assert self._group_of is not None
+        return self._order, self._group_of, self._spans_list
 
-    def group(self, t: int, src: int) -> tuple[Int[Tensor, " m"], Float[Tensor, "m n_out_d"]]:
-        """Occurrences at position ``t`` of layer ``src`` and their writes into targets
-        ``src ..``, flattened to ``[m, n_out * d_model]`` (float32)."""
-        hit = self._groups.get((t, src))
+    def group(self, g: int) -> Float[Tensor, "m n_out_d"]:
+        """The writes of group ``g`` (:meth:`_spans`) into targets from its layer on,
+        flattened to ``[m, n_out * d_model]`` (float32); kept while the cache has room."""
+        hit = self._groups.get(g)
         if hit is not None:
             return hit
-        idx = ((self.position == t) & (self.layer == src)).nonzero().squeeze(1)
-        found = (idx, self.products(idx, src).flatten(1))
-        size = found[1].numel() * 4
+        order, _, spans = self._spans()
+        _, src, a, e = spans[g]
+        found = self.products(order[a:e], src).flatten(1)
+        size = found.numel() * found.element_size()
         if self._group_bytes + size <= GROUP_CACHE_BYTES:
-            self._groups[(t, src)] = found
+            self._groups[g] = found
             self._group_bytes += size
         return found
 
@@ -183,12 +201,14 @@ class DeltaWrites:
         if rows.numel() <= 4 * b:  # a few occurrences per row (single and pair effects)
             self.add_rows(out, rows, occ)
             return out
+        order, group_of, spans = self._spans()
+        weights = masks.T[order].float().to(self.device)  # [n, b]: each group's rows contiguous
+        used = torch.zeros(len(spans), device=CPU).index_add_(
+            0, group_of, masks.any(0)[order].float()
+        )
         flat = out.view(b, n_pos, L * D)
-        weights_t = masks.T.float()  # rows of occurrences are contiguous to gather
-        for t, src in self.groups():
-            idx, w = self.group(t, src)
-            weights = weights_t[idx]
-            if weights.any():
-                end = src * D + w.shape[1]
-                flat[:, t, src * D : end] += weights.T.to(self.device) @ w
+        for g in used.nonzero().squeeze(1).tolist():
+            t, src, a, e = spans[g]
+            w = self.group(g)
+            flat[:, t, src * D : src * D + w.shape[1]] += weights[a:e].T @ w
         return out
