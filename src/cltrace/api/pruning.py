@@ -168,6 +168,9 @@ def prune(
         prune=replace(config or PruneConfig(), budgets=ks),
         random_sweep=tuple(int(k) for k in random_sweep), interpret_method=interp,
         interpret_budget=100 if 100 in ks else max(ks), n_boot=n_boot, allow_unk=allow_unk,
+        # where the loaded objects already are: the settings a `cltrace pie` run would name
+        device=str(adapter.device), dtype=str(adapter.dtype).removeprefix("torch."),
+        lazy_decoders=getattr(tc, "lazy", None) is not None,
     )  # fmt: skip
     behaviour = check_behaviour(cfg, adapter, pairs, force, source="the pairs")
     records: list[dict] = []
