@@ -25,3 +25,23 @@ def test_pie_explains_the_methods_it_ran(tmp_path):
     kept = json.loads((run / "kept_features.json").read_text())
     assert kept["method"] == "fap" and kept["features"]
     assert (run / "descriptions.json").exists()
+
+
+def test_pie_takes_device_dtype_and_lazy_decoders(tmp_path):
+    save_tiny_assets(tmp_path, "gpt2", d_features=16)
+    write_pairs(tmp_path / "pairs.json", PAIRS[:2])
+    base = [sys.executable, "-c", "from cltrace.cli import main; main()", "pie",
+            "--model", str(tmp_path / "model"), "--transcoder", str(tmp_path / "clt"),
+            "--data", str(tmp_path / "pairs.json"), "--budgets", "2,4", "--methods", "fap",
+            "--stages", "prune", "--force"]  # fmt: skip
+    bad = subprocess.run(base + ["--dtype", "fp8", "--out", str(tmp_path / "x")],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and "--dtype 'fp8' is unknown" in bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "x").exists()
+    run = tmp_path / "run"
+    opts = ["--device", "cpu", "--dtype", "bf16", "--lazy-decoders", "--out", str(run)]
+    done = subprocess.run(base + opts, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["device"], cfg["dtype"], cfg["lazy_decoders"]) == ("cpu", "bfloat16", True)
+    assert json.loads((run / "kept_features.json").read_text())["features"]
