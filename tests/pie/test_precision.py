@@ -31,7 +31,8 @@ def test_bf16_stage_one_keeps_fp32_precision_where_it_reduces(both):
     _, (adapter, tc, pairs, _) = both
     assert adapter.dtype == torch.bfloat16 and tc.W_enc[0].dtype == torch.bfloat16
     comps = compute_components(adapter, tc, pairs[0])
-    assert comps.deltas.rows[0].dtype == torch.bfloat16  # decoder rows stay in the model dtype
+    assert tc.decoder_rows(0, torch.tensor([0])).dtype == torch.bfloat16
+    assert comps.deltas.products(torch.tensor([0]), int(comps.layer[0])).dtype == torch.float32
     assert comps.clean_logits.dtype == torch.float32  # metrics and KLs read float32 logits
     assert comps.patch_for(torch.ones(1, comps.n, dtype=torch.bool)).dtype == torch.float32
     logits = comps.run_removals(torch.ones(2, comps.n, dtype=torch.bool))

@@ -5,10 +5,11 @@ under the ``zero_features`` policy) writes ``c_o * W_dec^{l->s}[f]`` into every 
 ``s >= l`` (docs/METHODS.md §4). A dense ``[n, n_layers, d_model]`` table of these writes holds
 mostly nothing new: for a CLT the targets before ``l`` are zeros (about half of it), and a feature
 active at many positions repeats its decoder row once per position. On Gemma-2-2B that is about
-240 KB per occurrence in float32. :class:`DeltaWrites` keeps instead, per source layer, the
-decoder rows of the distinct features active there (``[u_l, n_layers - l, d_model]`` in the
-transcoder's dtype, on the model's device: read once, through the lazy row cache when decoders
-stay on disk) plus each occurrence's coefficient and row index.
+240 KB per occurrence in float32. :class:`DeltaWrites` keeps instead each occurrence's layer,
+position, feature and coefficient, and takes decoder rows from the transcoder when a product is
+needed: a gather from the decoders in memory, or a read through the lazy decoders' row cache
+(bounded in bytes) when they stay on disk. So what a prompt holds beyond its bookkeeping is
+bounded by the two constants below, whatever the prompt's length or the transcoder's width.
 
 What the scorers need is built on demand, in float32, each product ``c_o * row`` rounded exactly
 as the dense table rounded it:
@@ -23,6 +24,7 @@ as the dense table rounded it:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -53,11 +55,10 @@ class DeltaWrites:
     position: Int[Tensor, " n"]
     coef: Float[Tensor, " n"]
     """The occurrence's coefficient (float32)."""
-    row: Int[Tensor, " n"]
-    """Index of the occurrence's decoder row in ``rows[layer]``."""
-    rows: list[Tensor]
-    """Per source layer ``l``: ``[u_l, n_out_l, d_model]`` decoder rows of its distinct active
-    features into targets ``l .. l + n_out_l - 1`` (transcoder dtype)."""
+    feature: Int[Tensor, " n"]
+    decoder_rows: Callable[[int, Tensor], Tensor]
+    """``decoder_rows(layer, feature_ids) -> [m, n_out, d_model]``: the transcoder's
+    :meth:`~cltrace.transcoders.CrossLayerTranscoder.decoder_rows` (eager or lazy)."""
     n_layers: int
     d_model: int
     device: torch.device
@@ -68,7 +69,6 @@ class DeltaWrites:
     _spans_list: list[tuple[int, int, int, int]] = field(default_factory=list, repr=False)
 
     @classmethod
-    @torch.no_grad()
     def build(
         cls,
         transcoder,
@@ -78,21 +78,12 @@ class DeltaWrites:
         coef: Float[Tensor, " n"],
         device: torch.device,
     ) -> DeltaWrites:
-        """Read the decoder rows of every distinct (layer, feature) once (``transcoder`` is a
-        :class:`~cltrace.transcoders.CrossLayerTranscoder`, eager or with lazy decoders)."""
+        """The writes of occurrences of ``transcoder`` (a
+        :class:`~cltrace.transcoders.CrossLayerTranscoder`, eager or with lazy decoders); reads
+        nothing yet."""
         L, D = transcoder.n_layers, transcoder.d_model
-        row = torch.zeros(layer.numel(), dtype=torch.long, device=CPU)
-        rows = []
-        for src in range(L):
-            sel = (layer == src).nonzero().squeeze(1)
-            ids, inverse = torch.unique(feature[sel], return_inverse=True)
-            row[sel] = inverse
-            if ids.numel():
-                rows.append(transcoder.decoder_rows(src, ids).to(device))
-            else:
-                dtype = transcoder.W_enc[src].dtype
-                rows.append(torch.zeros(0, transcoder.n_out(src), D, dtype=dtype, device=device))
-        return cls(layer, position, coef.float(), row, rows, L, D, torch.device(device))
+        return cls(layer, position, coef.float(), feature, transcoder.decoder_rows, L, D,
+                   torch.device(device))  # fmt: skip
 
     @property
     def n(self) -> int:
@@ -100,15 +91,17 @@ class DeltaWrites:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held: decoder rows, bookkeeping and the cached groups."""
-        held = sum(r.numel() * r.element_size() for r in self.rows)
-        return held + 4 * 8 * self.n + self._group_bytes
+        """Bytes held: bookkeeping and the cached groups (decoder rows belong to the
+        transcoder and its row cache)."""
+        return 4 * 8 * self.n + self._group_bytes
 
     def products(self, idx: Int[Tensor, " m"], src: int) -> Float[Tensor, "m n_out d_model"]:
         """``c_o * W_dec^{src->.}[f_o]`` of occurrences ``idx`` (all of layer ``src``) into
         targets ``src ..``, float32."""
         coef = self.coef[idx].to(self.device)
-        return coef[:, None, None] * self.rows[src][self.row[idx].to(self.device)].float()
+        with torch.no_grad():  # decoders are read, never trained through a patch
+            rows = self.decoder_rows(src, self.feature[idx]).to(self.device).float()
+        return coef[:, None, None] * rows
 
     def block(self, idx: Int[Tensor, " m"]) -> Float[Tensor, "m n_layers d_model"]:
         """Dense writes of occurrences ``idx``: zero before each one's source layer, float32,
