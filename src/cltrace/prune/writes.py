@@ -158,7 +158,7 @@ class DeltaWrites:
             key = self.position * self.n_layers + self.layer
             self._order = torch.argsort(key, stable=True)
             keys, counts = torch.unique_consecutive(key[self._order], return_counts=True)
-            self._group_of = torch.repeat_interleave(torch.arange(keys.numel()), counts)
+            self._group_of = torch.repeat_interleave(torch.arange(keys.numel(), device=CPU), counts)
             ends = torch.cumsum(counts, 0).tolist()
             self._spans_list = [
                 (int(k) // self.n_layers, int(k) % self.n_layers, e - int(c), e)
