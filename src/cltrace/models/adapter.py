@@ -301,6 +301,30 @@ class ModelAdapter:
         out = self.hf_model(input_ids=tokens, attention_mask=attention_mask, use_cache=False)
         return out.logits
 
+    def run_until(
+        self,
+        tokens: Int[Tensor, "batch pos"],
+        site: str | Site,
+        attention_mask: Tensor | None = None,
+    ) -> None:
+        """A forward pass that stops once ``site`` is computed: hooks installed before the call
+        see every site up to it (``site``'s own included), and nothing after it runs, the
+        unembedding included. For reading activations (e.g. the transcoder's inputs) only."""
+        class _Reached(Exception):
+            pass
+
+        def stop(_t: Tensor) -> None:
+            raise _Reached
+
+        if tokens.ndim == 1:
+            tokens = tokens[None]
+        try:
+            with self.hooks({site: stop}):
+                self.hf_model(input_ids=tokens, attention_mask=attention_mask, use_cache=False)
+        except _Reached:
+            return
+        raise RuntimeError(f"the forward pass never reached {site}")  # hooks must fire
+
     # ------------------------------------------------------------------ sites and hooks
     def parse_site(self, site: str | Site) -> Site:
         if isinstance(site, Site):

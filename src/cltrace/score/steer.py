@@ -135,6 +135,8 @@ def generate(
                 input_ids=ids.to(adapter.device), attention_mask=mask.to(adapter.device),
                 max_new_tokens=n_tokens, min_new_tokens=n_tokens, do_sample=False,
                 pad_token_id=pad, num_beams=1,
+                # keys and values written in place: a growing cache copies itself every step
+                cache_implementation="static",
             )  # fmt: skip
         for b, i in enumerate(group):
             out[i] = adapter.tokenizer.decode(gen[b, width:].tolist())
