@@ -52,7 +52,9 @@ def base(cli, tiny, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def run(base, tmp_path) -> Path:
-    """A private copy of the finished run."""
+    """A private copy of the finished run, with the corpus beside it (the tiny model is not the
+    bundled one, so stages II and III need one)."""
+    shutil.copy(base / "corpus.txt", tmp_path / "corpus.txt")
     return Path(shutil.copytree(base / "run", tmp_path / "run"))
 
 
@@ -68,7 +70,8 @@ def server():
 
 
 def interpret_llm(cli, run: Path, *opts, env=None, explainer="llm"):
-    return cli("interpret", "--run", run, "--explainer", explainer, *opts, env=env)
+    return cli("interpret", "--run", run, "--explainer", explainer, "--corpus",
+               run.parent / "corpus.txt", *opts, env=env)  # fmt: skip
 
 
 def evaluate_llm(cli, run: Path, corpus: Path, *opts, env=None):
@@ -301,7 +304,7 @@ def test_reply_echoing_the_key_is_stored_redacted(cli, run, server):
 def test_corrupt_kept_features_is_one_line(cli, run):
     (run / "kept_features.json").write_text('{"features": [')
     before = snapshot(run)
-    done = cli("interpret", "--run", run)
+    done = cli("interpret", "--run", run, "--corpus", run.parent / "corpus.txt")
     expect_error(done, 1, "kept_features.json is not valid JSON", f"cltrace pie --out {run}")
     assert_intact(run, before)
 
@@ -336,7 +339,7 @@ def test_missing_run_directory_is_one_line_and_not_created(cli, tmp_path, comman
 def test_interpret_without_kept_features_asks_for_stage_one(cli, run):
     (run / "kept_features.json").unlink()
     before = snapshot(run)
-    done = cli("interpret", "--run", run)
+    done = cli("interpret", "--run", run, "--corpus", run.parent / "corpus.txt")
     expect_error(done, 1, "has no kept_features.json", "run stage I first")
     assert_intact(run, before)
 
