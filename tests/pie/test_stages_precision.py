@@ -77,6 +77,9 @@ def test_bfloat16_store_and_weightlens_descriptions_are_close_to_float32(runs):
     freq = [abs(a[k]["frequency"] - b[k]["frequency"]) for k in a]
     assert max(freq) <= 0.01
     assert a != b  # it ran in bf16: some frequency or example order moved
+    metas = [json.loads((runs[n] / "activations" / "meta.json").read_text()) for n in
+             ("fp32", "bf16")]  # fmt: skip
+    assert "dtype" not in metas[0] and metas[1]["dtype"] == "bfloat16"  # never resumed across
     # WeightLens works from the weights (scored in float32 after rounding them to bf16); its
     # z-score outliers stand far above that rounding, so its descriptions stay the same
     weights = [k for k in a if a[k]["explainer"] == "weightlens"]
