@@ -40,7 +40,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     )  # fmt: skip
     run_pie(cfg, root / "run", force=True)
     out = {}
-    for name, opts in [("fp32", {}), ("lazy", {"lazy_decoders": True}),
+    small = {"lazy_decoders": True, "decoder_cache_bytes": 4096}  # a few rows, then evicted
+    for name, opts in [("fp32", {}), ("lazy", {"lazy_decoders": True}), ("small", small),
                        ("bf16", {"dtype": "bfloat16"})]:  # fmt: skip
         run = Path(shutil.copytree(root / "run", root / name))
         store = StoreConfig(corpus=str(corpus), n_docs=60, chunk_docs=20, n_top=6,
@@ -61,8 +62,8 @@ def _files(run: Path) -> dict[str, bytes]:
 
 
 def test_lazy_decoders_give_the_same_files(runs):
-    eager, lazy = _files(runs["fp32"]), _files(runs["lazy"])
-    assert len(eager) > 8 and eager == lazy
+    eager, lazy, small = _files(runs["fp32"]), _files(runs["lazy"]), _files(runs["small"])
+    assert len(eager) > 8 and eager == lazy == small
     assert json.loads((runs["lazy"] / "interpret_config.json").read_text())["lazy_decoders"]
 
 
@@ -119,3 +120,11 @@ def test_another_model_without_a_corpus_is_refused_before_any_work(runs):
     with pytest.raises(UsageError, match="--corpus"):
         evaluate_run(run)
     assert before == {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+
+def test_scores_of_another_precision_are_not_resumed(runs):
+    a = json.loads((runs["fp32"] / "scores.json").read_text())
+    b = json.loads((runs["bf16"] / "scores.json").read_text())
+    lazy = json.loads((runs["lazy"] / "scores.json").read_text())
+    ids = {k: (a[k]["config_id"], b[k]["config_id"], lazy[k]["config_id"]) for k in a}
+    assert all(x == z != y for x, y, z in ids.values())

@@ -67,6 +67,8 @@ class InterpretConfig:
     lazy_decoders: bool = False
     """Leave the transcoder's decoders on disk and read only the rows WeightLens, CircuitLens and
     the feature details need, through a cache bounded in bytes (circuit-tracer layout)."""
+    decoder_cache_bytes: int | None = None
+    """Bound of that row cache in bytes (None: 512 MiB)."""
 
 
 def _console_print(console, text: str) -> None:
@@ -239,8 +241,9 @@ def interpret_run(
                 held.enter_context(RunLock(run_dir))
             features = read_kept_features(run_dir, cfg.max_features)
             adapter, tc, run_cfg = load_run_models(
-                run_dir, device=cfg.device, dtype=cfg.dtype, lazy_decoders=cfg.lazy_decoders
-            )
+                run_dir, device=cfg.device, dtype=cfg.dtype, lazy_decoders=cfg.lazy_decoders,
+                decoder_cache_bytes=cfg.decoder_cache_bytes,
+            )  # fmt: skip
         sets, pool = _feature_sets(run_dir, features, adapter, tc, run_cfg, cfg)
         scanned = _stores(adapter, tc, sets, cfg.store, console, world)
         with together(world, "in stage II"):  # the other ranks wait here for rank 0

@@ -110,13 +110,15 @@ def evaluate_run(
     device=None,
     dtype=None,
     lazy_decoders: bool = False,
+    decoder_cache_bytes: int | None = None,
 ) -> dict:
     """Score the descriptions of a run's kept features and write the files; returns the summary.
 
     ``corpus``: natural texts (list, text file or ``hf:NAME[:SPLIT[:COLUMN]]``; default:
     held-out bundled corpus, refused in one sentence when the run's model is not the bundled
-    one). ``device``/``dtype``/``lazy_decoders``: where and how the run's model and transcoder
-    are loaded (as ``cltrace attribute``; scores are reduced in float32). ``pool``:
+    one). ``device``/``dtype``/``lazy_decoders``/``decoder_cache_bytes``: where and how the
+    run's model and transcoder are loaded (:func:`~cltrace.pie.stages.load_run_models`; scores
+    are reduced in float32). ``pool``:
     texts the offline raters may pick as synthetic examples (default: another held-out draw of
     the bundled corpus, or the corpus itself when one is given). ``base_url``/``model``/
     ``client`` configure the LLM rater (without a client, an endpoint and model are required,
@@ -146,7 +148,8 @@ def evaluate_run(
     require_run_dir(run)
     if adapter is None:  # a caller's own model is its business
         check_run_corpus(run, corpus)
-    where = {"device": device, "dtype": dtype, "lazy_decoders": lazy_decoders}
+    where = {"device": device, "dtype": dtype, "lazy_decoders": lazy_decoders,
+             "decoder_cache_bytes": decoder_cache_bytes}  # fmt: skip
     if endpoint is not None and world.is_main:
         from cltrace.llm import probe
 
@@ -173,7 +176,11 @@ def evaluate_run(
             judge = make_rater(rater, pool=pool, seed=cfg.seed, client=client,
                                base_url=base_url, model=model, cache_dir=cache_dir)  # fmt: skip
         llm_id = f"{getattr(client, 'model', model)}@{getattr(client, 'base_url', base_url)}"
-        fp = _fingerprint(rater, cfg, texts, llm_id if rater == "llm" else "")
+        extra = llm_id if rater == "llm" else ""
+        precision = str(getattr(adapter, "dtype", "torch.float32")).removeprefix("torch.")
+        if precision != "float32":  # scores from another precision are not resumed (float32
+            extra += f"|{precision}"  # fingerprints stay as they were)
+        fp = _fingerprint(rater, cfg, texts, extra)
 
         def score_set(features: list, descs: dict, path: Path, label: str) -> dict[str, dict]:
             with together(world, f"while scoring the {label} features in stage III"):

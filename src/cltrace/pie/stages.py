@@ -113,6 +113,7 @@ def load_run_models(
     device=None,
     dtype=None,
     lazy_decoders: bool = False,
+    decoder_cache_bytes: int | None = None,
     adapter=None,
     transcoder=None,
 ):
@@ -120,7 +121,8 @@ def load_run_models(
 
     ``device`` and ``dtype`` take what ``cltrace attribute`` takes (``cuda:1``, ``bf16``; parsed
     by :mod:`cltrace.precision`); ``lazy_decoders`` leaves the decoders on disk and reads the
-    rows a stage needs through a byte-bounded cache (circuit-tracer layout). ``adapter`` and
+    rows a stage needs through a cache of at most ``decoder_cache_bytes`` (None: the default of
+    :class:`~cltrace.transcoders.lazy.LazyDecoders`; circuit-tracer layout). ``adapter`` and
     ``transcoder``, when given, are used as they are.
     """
     from cltrace.models import load_model
@@ -135,6 +137,8 @@ def load_run_models(
     if transcoder is None:
         source = run_cfg.get("transcoder") or BUNDLED_CLT_DIR
         transcoder = load_transcoder(source, model=adapter, lazy_decoder=lazy_decoders, **where)
+        if transcoder.lazy is not None and decoder_cache_bytes is not None:
+            transcoder.lazy.cache_bytes = decoder_cache_bytes
     return adapter, transcoder, run_cfg
 
 
