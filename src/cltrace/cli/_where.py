@@ -18,10 +18,6 @@ LAZY_HELP = "Leave decoders on disk and read only the rows a stage needs (large 
 
 def parse_where(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
     """The checked device and dtype; under torchrun a plain ``cuda`` is this rank's GPU."""
-    from cltrace import dist
-    from cltrace.precision import parse_device, parse_dtype
+    from cltrace.precision import parse_dtype, rank_device
 
-    where = parse_device(device)
-    if where.type == "cuda" and where.index is None:
-        where = dist.local_device(where)  # one GPU per rank
-    return where, parse_dtype(dtype)
+    return rank_device(device), parse_dtype(dtype)

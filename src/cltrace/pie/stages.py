@@ -127,10 +127,10 @@ def load_run_models(
     """
     from cltrace.models import load_model
     from cltrace.paths import BUNDLED_CLT_DIR
-    from cltrace.precision import parse_device, parse_dtype
+    from cltrace.precision import parse_dtype, rank_device
     from cltrace.transcoders import load_transcoder
 
-    where = {"device": parse_device(device), "dtype": parse_dtype(dtype)}
+    where = {"device": rank_device(device), "dtype": parse_dtype(dtype)}
     # only the two fields the stages need, so a config from another cltrace version still works
     run_cfg = read_run_config(run_dir)
     adapter = adapter or load_model(run_cfg.get("model"), **where)
