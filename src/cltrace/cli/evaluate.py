@@ -72,7 +72,7 @@ def evaluate(
     where, precision = parse_where(device, dtype)
     models = {"device": where, "dtype": precision, "lazy_decoders": lazy_decoders}
     if evals.strip() != "fade":
-        from cltrace.pie.stage3 import run_cli_evals
+        from cltrace.pie.feature_evals import run_cli_evals
 
         run_cli_evals(run, evals, rater, corpus, base_url, model, cache_dir, models)
         return
