@@ -57,3 +57,32 @@ def test_lazy_weightlens_finds_what_eager_finds_within_its_byte_bounds(
     held = sum(t.numel() * t.element_size() for t in b._summed.values())
     assert held <= summed_bytes
     assert (held > 0) == (summed_bytes > 0)
+
+
+def test_circuitlens_reads_only_the_rows_of_active_features(pair):
+    from cltrace.interpret.circuitlens import attribute_sample
+    from cltrace.interpret.features import mlp_inputs
+
+    adapter, eager, lazy = pair
+    lazy.lazy.cache_bytes = 10**9  # every row read once, so rows_read counts distinct rows
+    ids = [adapter.to_tokens(f" w{i}")[0, -1].item() for i in (3, 8, 1, 9, 4, 7)]
+    tokens = torch.tensor([[adapter.bos_token_id, *ids]])
+    x = mlp_inputs(adapter, tokens, range(3))
+    # the features active at a non-BOS position: the rows a replacement model needs
+    active = {(layer, int(f)) for layer in range(3)
+              for f in (eager.encode(layer, x[layer][0, 1:]) > 0).any(0).nonzero().flatten()}
+    last = [(layer, f) for layer, f in sorted(active)
+            if eager.encode(layer, x[layer][0, -1])[f] > 0]  # fmt: skip
+    assert last
+    key = last[-1]
+    example = {"ids": ids, "max_pos": len(ids) - 1}
+    before = lazy.lazy.rows_read
+    got = attribute_sample(adapter, lazy, key, example, top_k=5)
+    want = attribute_sample(adapter, eager, key, example, top_k=5)
+    assert got is not None and want is not None
+    assert len(active | {key}) < 3 * eager.d_features  # fewer than the whole decoders
+    assert 0 < lazy.lazy.rows_read - before <= len(active | {key})
+    assert got.vector.keys() == want.vector.keys()
+    for k, v in want.vector.items():  # sums over fewer (active-only) rows: rounding differs
+        assert got.vector[k] == pytest.approx(v, rel=1e-4, abs=1e-5)
+    assert got.tokens == want.tokens and got.activation == pytest.approx(want.activation)
