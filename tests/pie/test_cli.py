@@ -25,3 +25,6 @@ def test_pie_explains_the_methods_it_ran(tmp_path):
     kept = json.loads((run / "kept_features.json").read_text())
     assert kept["method"] == "fap" and kept["features"]
     assert (run / "descriptions.json").exists()
+    # cltrace pie has no --corpus: for the tiny model it says it falls back to the bundled one
+    said = " ".join(done.stdout.split())
+    assert "is not the bundled model" in said and "Using it for stages II and III" in said

@@ -79,7 +79,11 @@ def encode_features(
     d]``). The result for a list does not depend on what else was computed from the same ``x``,
     so one model pass can serve several feature lists bit for bit."""
     layers = sorted({f[0] for f in features})
-    out = torch.zeros(*x[layers[0]].shape[:2], len(features)) if layers else torch.zeros(0)
+    # gathered on the CPU in float32 whatever the model's device and dtype: stores and scores
+    # are written from here
+    cpu = torch.device("cpu")
+    out = (torch.zeros(*x[layers[0]].shape[:2], len(features), device=cpu) if layers
+           else torch.zeros(0, device=cpu))  # fmt: skip
     for layer in layers:
         cols = [j for j, f in enumerate(features) if f[0] == layer]
         ids = torch.tensor([features[j][1] for j in cols])
