@@ -42,3 +42,36 @@ def test_datasets_need_the_optional_package(monkeypatch):
         load_corpus("a/b", 3)  # a bare name is a missing file to interpret
     with pytest.raises(CltraceError, match="holds no text"):
         score_texts([" "], 3, 0)
+
+
+class _FakeDatasets:
+    """Stands in for the optional ``datasets`` package: an endless stream of rows, counted."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+        self.rows_read = 0
+
+    def load_dataset(self, name, split, streaming):
+        self.calls.append((name, split, streaming))
+
+        def stream():
+            i = 0
+            while True:  # endless: a loader that does not stop at n would never return
+                self.rows_read += 1
+                yield {"id": i, "text": f"text {i}", "body": f"body {i}" if i % 2 else " "}
+                i += 1
+
+        return stream()
+
+
+def test_datasets_are_streamed_by_split_and_column(monkeypatch):
+    fake = _FakeDatasets()
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    assert load_corpus("hf:org/set", 2) == ["text 0", "text 1"]
+    assert load_corpus("hf:org/set:validation:body", 2) == ["body 1", "body 3"]
+    assert score_texts("hf:org/set::body", 3, 0) == ["body 1", "body 3", "body 5"]
+    assert fake.calls == [("org/set", "train", True), ("org/set", "validation", True),
+                          ("org/set", "train", True)]  # fmt: skip
+    assert fake.rows_read == 2 + 4 + 6  # only as many rows as it took
+    with pytest.raises(CltraceError, match=r"has no column 'txt' \(it has id, text, body\)"):
+        load_corpus("hf:org/set:train:txt", 2)

@@ -26,9 +26,10 @@ def load_texts(
     with ``seed``; ``"bundled:<recipe>"`` those of another recipe (``four-tasks``). A list of
     strings: its non-empty ones. An existing text file: one document per non-empty line
     (:func:`cltrace.files.read_text_lines`); ``unescape_newlines`` turns literal ``\\n`` into
-    newlines, so a one-line document can hold code. ``hf:<name>[:<split>]``
+    newlines, so a one-line document can hold code. ``hf:<name>[:<split>[:<column>]]``
     (or, with ``bare_dataset_names``, any name that is not a file): a Hugging Face dataset's
-    ``text`` column, train split by default (needs the optional ``datasets`` package).
+    ``column`` (default ``text``, else its first string column), train split by default,
+    streamed so only ``n_docs`` rows are read (needs the optional ``datasets`` package).
     """
     generated = source is None or (isinstance(source, str) and source in ("", BUNDLED))
     if generated or (isinstance(source, str) and source.startswith(f"{BUNDLED}:")):
@@ -75,16 +76,27 @@ def _hf_texts(spec: str, n_docs: int | None) -> list[str]:
             f"corpus {spec!r} is not a file, and reading Hugging Face datasets needs the optional "
             "'datasets' package; pip install datasets, or pass a text file."
         ) from None
-    name, _, split = spec.partition(":")
+    name, _, rest = spec.partition(":")
+    split, _, column = rest.partition(":")
     try:
         ds = datasets.load_dataset(name, split=split or "train", streaming=True)
         docs = []
         for row in ds:
-            text = row.get("text") or next((v for v in row.values() if isinstance(v, str)), "")
+            if column and column not in row:
+                raise CltraceError(
+                    f"dataset {name!r} has no column {column!r} (it has {', '.join(row)}); "
+                    f"pass hf:{name}:{split or 'train'}:COLUMN with one of those."
+                )
+            text = row[column] if column else (
+                row.get("text") or next((v for v in row.values() if isinstance(v, str)), "")
+            )  # fmt: skip
+            text = text if isinstance(text, str) else ""
             if text.strip():
                 docs.append(text)
             if n_docs is not None and len(docs) >= n_docs:
                 break
+    except CltraceError:
+        raise
     except Exception as exc:  # datasets raises many types for a bad name or no network
         raise CltraceError(
             f"could not read dataset {name!r} ({type(exc).__name__}); check the name and the "
@@ -113,6 +125,6 @@ def check_corpus_fits(source: str | None, model: str | None, option: str = "--co
         return
     raise UsageError(
         f"model {model!r} is not the bundled model, so the bundled synthetic corpus does not fit "
-        f"it; pass {option} FILE (one document per line) or {option} hf:NAME[:SPLIT] "
+        f"it; pass {option} FILE (one document per line) or {option} hf:NAME[:SPLIT[:COLUMN]] "
         f"({option} bundled to use it anyway)."
     )

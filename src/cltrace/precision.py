@@ -68,3 +68,14 @@ def parse_device(name: str | torch.device | None, option: str = "--device") -> t
     elif device.type != "cpu":
         raise UsageError(f"{option} {text!r} is not supported; use cpu, cuda, cuda:N or mps.")
     return device
+
+
+def rank_device(name: str | torch.device | None, option: str = "--device") -> torch.device:
+    """:func:`parse_device`, where a plain ``cuda`` under torchrun is this rank's GPU
+    (``cuda:LOCAL_RANK``; ``cuda:0`` in a single process)."""
+    from cltrace import dist
+
+    device = parse_device(name, option)
+    if device.type == "cuda" and device.index is None:
+        device = dist.local_device(device)
+    return device

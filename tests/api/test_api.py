@@ -188,3 +188,5 @@ def test_explain_gives_one_note_per_feature(assets, loaded, tmp_path):
         cltrace.explain(model, tc, [(0, 10_000)])
     with pytest.raises(CltraceError, match="needs an LLM"):
         cltrace.explain(model, tc, [(0, 1)], explainer="llm")
+    with pytest.raises(CltraceError, match="is not the bundled model.*corpus= FILE"):
+        cltrace.explain(model, tc, [(0, 1)])  # the tiny model needs a corpus of its own

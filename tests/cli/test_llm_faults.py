@@ -28,6 +28,9 @@ SECRET = "sk-cltrace-test-key-never-stored-0123456789"
 FAST_FAIL_S = 30
 """Wall-clock bound (s) for a command against a dead endpoint, process start and model load
 included; without the circuit breaker the LLM rater kept retrying for minutes."""
+STORE = ["--corpus", "bundled"]
+"""The corpus ``cltrace pie`` stored the tiny model's activations from (it has no ``--corpus``
+and falls back to the bundled one with a warning); naming it keeps the run's stores valid."""
 PROGRESS_FILES = re.compile(r"^(llm_cache/.*|scores(_random)?\.partial\.json)$")
 """Files a failed LLM run may add: cached replies and stage III's resumable progress."""
 
@@ -68,7 +71,7 @@ def server():
 
 
 def interpret_llm(cli, run: Path, *opts, env=None, explainer="llm"):
-    return cli("interpret", "--run", run, "--explainer", explainer, *opts, env=env)
+    return cli("interpret", "--run", run, "--explainer", explainer, *STORE, *opts, env=env)
 
 
 def evaluate_llm(cli, run: Path, corpus: Path, *opts, env=None):
@@ -301,7 +304,7 @@ def test_reply_echoing_the_key_is_stored_redacted(cli, run, server):
 def test_corrupt_kept_features_is_one_line(cli, run):
     (run / "kept_features.json").write_text('{"features": [')
     before = snapshot(run)
-    done = cli("interpret", "--run", run)
+    done = cli("interpret", "--run", run, *STORE)
     expect_error(done, 1, "kept_features.json is not valid JSON", f"cltrace pie --out {run}")
     assert_intact(run, before)
 
@@ -336,7 +339,7 @@ def test_missing_run_directory_is_one_line_and_not_created(cli, tmp_path, comman
 def test_interpret_without_kept_features_asks_for_stage_one(cli, run):
     (run / "kept_features.json").unlink()
     before = snapshot(run)
-    done = cli("interpret", "--run", run)
+    done = cli("interpret", "--run", run, *STORE)
     expect_error(done, 1, "has no kept_features.json", "run stage I first")
     assert_intact(run, before)
 

@@ -25,6 +25,9 @@ def test_pie_explains_the_methods_it_ran(tmp_path):
     kept = json.loads((run / "kept_features.json").read_text())
     assert kept["method"] == "fap" and kept["features"]
     assert (run / "descriptions.json").exists()
+    # cltrace pie has no --corpus: for the tiny model it says it falls back to the bundled one
+    said = " ".join(done.stdout.split())
+    assert "is not the bundled model" in said and "Using it for stages II and III" in said
 
 
 def test_pie_takes_device_dtype_and_lazy_decoders(tmp_path):

@@ -45,6 +45,13 @@ class Stub:
                 out.append(self.single[c] + self.single[p] + self.syn[(c, p)])
         return torch.tensor(out, dtype=torch.float64)
 
+    # the context's entry points for single effects (runs kept) and pair effects (resumed)
+    def recorded_effects(self, units):
+        return self.removal_effect([torch.tensor([u]) for u in units])
+
+    def pair_effects(self, pairs):
+        return self.removal_effect([torch.tensor(p) for p in pairs])
+
 
 def _select(stub):
     return set(synergy_select(stub, SCORES, K, stub.config.lambda_syn).tolist())

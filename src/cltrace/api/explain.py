@@ -57,10 +57,12 @@ def explain(
     ``explainer`` is a registry key: ``weightlens`` (default; offline, from the weights) or
     ``circuitlens`` (offline); the LLM explainers need ``cltrace interpret``. Examples come
     from an activation store over ``n_docs`` documents of ``corpus`` (``None``: the bundled
-    corpus; a text file; ``hf:<dataset>``), built in a temporary directory that is removed
-    afterwards, or in ``store_dir`` when given (kept, and resumed by a later call).
+    corpus, for the bundled model only; a text file; ``hf:NAME[:SPLIT[:COLUMN]]``), built in a
+    temporary directory that is removed afterwards, or in ``store_dir`` when given (kept, and
+    resumed by a later call).
     """
     from cltrace.api.loading import as_model, as_transcoder
+    from cltrace.corpus import check_corpus_fits
     from cltrace.errors import UsageError
     from cltrace.interpret.corpus import load_corpus
     from cltrace.interpret.explainers import ExplainContext, get_explainer
@@ -83,6 +85,9 @@ def explain(
             f"the {spec.key} explainer needs an LLM endpoint; use `cltrace interpret` for it, or "
             "an offline explainer here (weightlens, circuitlens)."
         )
+    # the bundled corpus is written for the bundled model: another model must name its corpus
+    check_corpus_fits(corpus, None if adapter.name == "cltrace-bundled" else adapter.name,
+                      "corpus=")  # fmt: skip
     unique = list(dict.fromkeys(keys))
     cfg = StoreConfig(corpus=corpus, n_docs=n_docs)
     docs = load_corpus(cfg.corpus, cfg.n_docs, cfg.corpus_seed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from cltrace.cli._apps import app
+from cltrace.cli._where import DEVICE_HELP, DTYPE_HELP, LAZY_HELP
 
 
 @app.command("evaluate")
@@ -28,7 +29,10 @@ def evaluate(
         None, "--model", help="Chat model for --rater llm (default: $CLTRACE_LLM_MODEL; required)."
     ),
     corpus: str | None = typer.Option(
-        None, "--corpus", help="Natural texts, one per line (default: held-out bundled corpus)."
+        None,
+        "--corpus",
+        help="Natural texts: a text file (one per line) or hf:NAME[:SPLIT[:COLUMN]] (streamed); "
+        "default: held-out bundled corpus, for the bundled model only.",
     ),
     variant: str = typer.Option(
         "fade",
@@ -48,6 +52,9 @@ def evaluate(
         help="fade (description scores), or sort and/or contrastive "
         "(comma-separated; writes feature_evals.json).",
     ),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
+    lazy_decoders: bool = typer.Option(False, "--lazy-decoders", help=LAZY_HELP),
 ) -> None:
     """Score each kept feature's description: clarity, responsiveness, purity, faithfulness,
     detection and fuzzing; writes scores.json, scores_summary.json and refreshes report.html."""
@@ -57,14 +64,17 @@ def evaluate(
     from rich.console import Console
 
     from cltrace.cli._apps import state
+    from cltrace.cli._where import parse_where
     from cltrace.errors import UsageError
     from cltrace.pie.stage3 import evaluate_run
     from cltrace.score import RATERS, ScoreConfig
 
+    where, precision = parse_where(device, dtype)
+    models = {"device": where, "dtype": precision, "lazy_decoders": lazy_decoders}
     if evals.strip() != "fade":
-        from cltrace.pie.stage3 import run_cli_evals
+        from cltrace.pie.feature_evals import run_cli_evals
 
-        run_cli_evals(run, evals, rater, corpus, base_url, model, cache_dir)
+        run_cli_evals(run, evals, rater, corpus, base_url, model, cache_dir, models)
         return
     if rater not in RATERS:
         raise UsageError(f"unknown rater {rater!r}; use one of {', '.join(RATERS)}.")
@@ -75,7 +85,7 @@ def evaluate(
     cfg = replace(cfg, faithfulness=faithfulness and cfg.faithfulness)
     from cltrace import dist
 
-    world = dist.start()  # under torchrun the ranks share the features
+    world = dist.start(str(where))  # under torchrun the ranks share the features
     console = Console() if world.is_main else None
     state.interrupt_note = (
         f"scores.json in {run} is as it was; the features scored so far are kept in "
@@ -85,7 +95,7 @@ def evaluate(
     try:
         evaluate_run(
             run, rater=rater, console=console, corpus=corpus, config=cfg, base_url=base_url,
-            model=model, cache_dir=cache, world=world,
+            model=model, cache_dir=cache, world=world, **models,
         )  # fmt: skip
     finally:
         dist.finish(world)

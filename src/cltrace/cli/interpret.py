@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from cltrace.cli._apps import app
+from cltrace.cli._where import DEVICE_HELP, DTYPE_HELP, LAZY_HELP
 
 
 @app.command("interpret")
@@ -30,7 +31,10 @@ def interpret_cmd(
         help="LLM model name for the LLM explainers (default: $CLTRACE_LLM_MODEL; required).",
     ),
     corpus: str | None = typer.Option(
-        None, "--corpus", help="bundled, a text file (one document per line) or hf:<dataset>."
+        None,
+        "--corpus",
+        help="A text file (one document per line) or hf:NAME[:SPLIT[:COLUMN]] (streamed); "
+        "default: the bundled corpus, for the bundled model only.",
     ),
     n_docs: int = typer.Option(4000, "--n-docs", min=1, help="Corpus documents to scan."),
     concurrency: int = typer.Option(4, "--concurrency", min=1, help="Simultaneous LLM requests."),
@@ -42,6 +46,9 @@ def interpret_cmd(
     max_features: int | None = typer.Option(
         None, "--max-features", min=1, help="Explain at most N kept features."
     ),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
+    lazy_decoders: bool = typer.Option(False, "--lazy-decoders", help=LAZY_HELP),
 ) -> None:
     """Explain the kept features of a PIE run: activation store, descriptions, report."""
     from pathlib import Path
@@ -49,23 +56,28 @@ def interpret_cmd(
     from rich.console import Console
 
     from cltrace.cli._apps import state
+    from cltrace.cli._where import parse_where
     from cltrace.errors import CltraceError
     from cltrace.interpret.explainers import get_explainer
     from cltrace.interpret.store import StoreConfig
     from cltrace.pie.stage2 import InterpretConfig, interpret_run
+    from cltrace.pie.stages import check_run_corpus
 
     get_explainer(explainer)  # unknown names fail before any loading
+    where, precision = parse_where(device, dtype)
     run_dir = Path(run)
     if not run_dir.is_dir():
         raise CltraceError(f"run directory {run} does not exist; pass the --out of cltrace pie.")
+    check_run_corpus(run_dir, corpus)
     cfg = InterpretConfig(
         explainer=explainer, store=StoreConfig(corpus=corpus, n_docs=n_docs),
         compare_random=compare_random, base_url=base_url, llm_model=model,
-        concurrency=concurrency, max_features=max_features,
+        concurrency=concurrency, max_features=max_features, device=str(where),
+        dtype=str(precision).removeprefix("torch."), lazy_decoders=lazy_decoders,
     )  # fmt: skip
     from cltrace import dist
 
-    world = dist.start()  # under torchrun the ranks share the corpus scan
+    world = dist.start(str(where))  # under torchrun the ranks share the corpus scan
     console = Console() if world.is_main else None
     state.interrupt_note = (
         f"the files of {run_dir} are as they were before this command (descriptions are "

@@ -76,7 +76,7 @@ def attribute_sample(adapter, transcoder, key: FeatureKey, example: dict, top_k:
     truncated context no longer activates it)."""
     layer, feat = key
     ids = example["ids"][: example["max_pos"] + 1]
-    tokens = torch.tensor([[adapter.bos_token_id, *ids]])
+    tokens = torch.tensor([[adapter.bos_token_id, *ids]], device=adapter.device)
     state = build_replacement(adapter, transcoder, tokens)
     T = tokens.shape[1]
     with torch.no_grad():
@@ -85,13 +85,13 @@ def attribute_sample(adapter, transcoder, key: FeatureKey, example: dict, top_k:
         return None
     read = transcoder.W_enc[layer][feat].detach().float()[None]
     engine = DirectGradients(adapter, transcoder, state)
-    g_emb, g_out = engine.features(layer, torch.tensor([T - 1]), read)
+    g_emb, g_out = engine.features(layer, torch.tensor([T - 1], device=read.device), read)
     edges = EdgeComputer(transcoder, state)
-    row = edges.rows(g_emb, g_out)[0].detach().numpy()
+    row = edges.rows(g_emb, g_out)[0].detach().float().cpu().numpy()  # numpy has no bfloat16
     a, idx = state.active, edges.index
     vector: dict[tuple, float] = defaultdict(float)
     resp = np.zeros(T)
-    layers, feats, positions = a.layer.tolist(), a.feature.tolist(), a.position.numpy()
+    layers, feats, positions = a.layer.tolist(), a.feature.tolist(), a.position.cpu().numpy()
     feat_row = row[idx.features()]
     for i in np.flatnonzero(feat_row):
         vector[("f", layers[i], feats[i])] += float(row[i])
@@ -102,7 +102,7 @@ def attribute_sample(adapter, transcoder, key: FeatureKey, example: dict, top_k:
     resp += tok_edges
     with torch.no_grad():
         dec = transcoder.decoder_rows(layer, torch.tensor([feat]))[0].float().sum(0)
-        logit_dir = dec @ adapter.W_U.float()
+        logit_dir = dec.to(adapter.W_U.device) @ adapter.W_U.float()
     logit_dir = logit_dir - logit_dir.mean()
     likely = state.logits[T - 1].topk(min(top_k, state.logits.shape[-1])).indices
     effects = {int(t): act * float(logit_dir[t]) for t in likely}

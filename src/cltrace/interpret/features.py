@@ -22,33 +22,18 @@ FeatureKey = tuple[int, int]
 """(layer, feature index within the layer)."""
 
 
-class _Stop(Exception):
-    """Raised from a hook once the deepest needed MLP input is cached (skips later layers)."""
-
-
 @torch.no_grad()
 def mlp_inputs(
-    adapter: ModelAdapter, tokens: Int[Tensor, "batch pos"], layers: Sequence[int]
+    adapter: ModelAdapter,
+    tokens: Int[Tensor, "batch pos"],
+    layers: Sequence[int],
+    attention_mask: Tensor | None = None,
 ) -> dict[int, Float[Tensor, "batch pos d_model"]]:
-    """MLP inputs of the given layers; the forward pass stops after the deepest one."""
+    """MLP inputs of the given layers (float32); the forward pass stops at the deepest one."""
     layers = sorted(set(int(x) for x in layers))
-    store: dict[int, Tensor] = {}
-    last = layers[-1]
-
-    def grab(layer: int):
-        def fn(t: Tensor) -> None:
-            store[layer] = t.detach().float()
-            if layer == last:
-                raise _Stop
-
-        return fn
-
-    with adapter.hooks({f"mlp_in.{layer}": grab(layer) for layer in layers}):
-        try:
-            adapter(tokens.to(adapter.device))
-        except _Stop:
-            pass
-    return store
+    with adapter.cache([f"mlp_in.{layer}" for layer in layers]) as cache:
+        adapter.run_until(tokens.to(adapter.device), f"mlp_in.{layers[-1]}", attention_mask)
+    return {layer: cache[f"mlp_in.{layer}"].float() for layer in layers}
 
 
 def encode_subset(
@@ -94,7 +79,11 @@ def encode_features(
     d]``). The result for a list does not depend on what else was computed from the same ``x``,
     so one model pass can serve several feature lists bit for bit."""
     layers = sorted({f[0] for f in features})
-    out = torch.zeros(*x[layers[0]].shape[:2], len(features)) if layers else torch.zeros(0)
+    # gathered on the CPU in float32 whatever the model's device and dtype: stores and scores
+    # are written from here
+    cpu = torch.device("cpu")
+    out = (torch.zeros(*x[layers[0]].shape[:2], len(features), device=cpu) if layers
+           else torch.zeros(0, device=cpu))  # fmt: skip
     for layer in layers:
         cols = [j for j, f in enumerate(features) if f[0] == layer]
         ids = torch.tensor([features[j][1] for j in cols])

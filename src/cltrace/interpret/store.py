@@ -115,16 +115,16 @@ def scan_chunk_sets(
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         batch = [rows[i] for i in idx]
-        lengths = torch.tensor([len(r) for r in batch])
+        lengths = torch.tensor([len(r) for r in batch], device="cpu")  # beside the activations
         toks = pad_batch(batch, adapter.bos_token_id)
         x = mlp_inputs(adapter, toks, layers)
-        pos = torch.arange(toks.shape[1])
+        pos = torch.arange(toks.shape[1], device="cpu")
         valid = (pos[None, :] < lengths[:, None]) & (pos[None, :] > 0)
         n_tokens += int(valid.sum())
         for s, feats in enumerate(feature_sets):
             acts = encode_features(transcoder, x, feats) * valid[..., None]
             b, p, j = (acts > 0).nonzero(as_tuple=True)
-            doc = torch.tensor(idx, dtype=torch.long)[b] + doc_offset
+            doc = torch.tensor(idx, dtype=torch.long, device="cpu")[b] + doc_offset
             parts[s].append((j.numpy(), doc.numpy(), p.numpy(), acts[b, p, j].numpy()))
     out = []
     for set_parts in parts:
@@ -229,6 +229,8 @@ def open_store(adapter, features: list[FeatureKey], out: Path, cfg: StoreConfig,
     (out / "chunks").mkdir(parents=True, exist_ok=True)
     meta = {"features": [list(f) for f in features], "config": asdict(cfg),
             "n_docs": n_docs, "model": adapter.name}  # fmt: skip
+    if adapter.dtype != torch.float32:  # chunks scanned in another precision are not resumed
+        meta["dtype"] = str(adapter.dtype).removeprefix("torch.")
     meta_path = out / "meta.json"
     if meta_path.exists() and json.loads(meta_path.read_text()) != meta and replace_stale:
         for f in (out / "chunks").glob("*.npz"):

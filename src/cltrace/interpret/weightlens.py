@@ -14,7 +14,8 @@ upstream feature ``(l', i')`` is ``<sum_{l' <= s < l} W_dec^{l'->s}[i'], W_enc^l
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -53,6 +54,10 @@ class WeightLensConfig:
     """Longest token sequence run for validation (the model's context bounds it too)."""
     skip_special: bool = True
     """Ignore the tokenizer's special tokens (BOS, padding...) as token inputs and outputs."""
+    summed_cache_bytes: int = 256 * 2**20
+    """Most bytes of summed upstream decoders (``[F, D]`` float32 per source and target layer)
+    kept between features; a sum that does not fit is streamed from the decoders block by block
+    each time it is needed, so memory stays bounded on a CLT of any size."""
 
 
 @dataclass
@@ -92,6 +97,9 @@ class WeightLensResult:
     def to_json(self) -> dict:
         return asdict(self)
 
+
+SCAN_BLOCK = 4096
+"""Decoder rows per block when WeightLens sums upstream decoders."""
 
 REFERENCE_VOCAB, REFERENCE_WINDOW, REFERENCE_THRESHOLD = 256_000, 1000, 5.5
 """The setting WeightLens' token threshold was chosen for (Gemma's vocabulary, top-1000 window)."""
@@ -149,7 +157,7 @@ class WeightLens:
         self.W_E = adapter.W_E.detach().float()
         self.W_U = adapter.W_U.detach().float()
         self.special = set(getattr(adapter.tokenizer, "all_special_ids", []) or [])
-        self._summed: dict[tuple[int, int], Tensor] = {}
+        self._summed: OrderedDict[tuple[int, int], Tensor] = OrderedDict()
         self._cache: dict[FeatureKey, WeightLensResult] = {}
         cfg_hf = adapter.hf_model.config
         n_ctx = getattr(cfg_hf, "max_position_embeddings", None) or getattr(
@@ -172,13 +180,41 @@ class WeightLens:
         rows = self.tc.decoder_rows(key[0], torch.tensor([key[1]]))[0].detach().float()
         return rows.sum(0) if self.cfg.decoder == "sum" else rows[-1]
 
-    def _writes_below(self, src: int, target: int) -> Float[Tensor, "F D"]:
-        """Sum of layer ``src``'s decoders into MLP outputs of layers ``src .. target-1``."""
-        if (src, target) not in self._summed:
-            full = self.tc.lazy.full(src) if self.tc.lazy is not None else self.tc.W_dec[src]
-            n = min(self.tc.n_out(src), target - src)
-            self._summed[(src, target)] = full[:, :n].detach().float().sum(1)
-        return self._summed[(src, target)]
+    def _writes_below(self, src: int, target: int) -> Iterator[Float[Tensor, "b D"]]:
+        """Sum of layer ``src``'s decoders into MLP outputs of layers ``src .. target-1``, in
+        blocks of :data:`SCAN_BLOCK` features (float32, on the transcoder's device).
+
+        A sum is kept for later features while ``cfg.summed_cache_bytes`` holds it (least
+        recently used first out); one that does not fit is read again block by block (lazily,
+        off disk). Both give the same blocks, so results do not depend on the bound."""
+        key = (src, target)
+        if key in self._summed:
+            self._summed.move_to_end(key)
+            yield from self._summed[key].split(SCAN_BLOCK)
+            return
+        n = min(self.tc.n_out(src), target - src)
+        size = self.tc.d_features * self.tc.d_model * 4
+        keep = size <= self.cfg.summed_cache_bytes
+        device = self.tc.W_enc[src].device
+        if self.tc.lazy is not None:
+            blocks = (rows.to(device) for rows in self.tc.lazy.scan(src, SCAN_BLOCK))
+        else:
+            blocks = iter(self.tc.W_dec[src].split(SCAN_BLOCK))
+        parts = []
+        for rows in blocks:
+            part = rows[:, :n].detach().float().sum(1)
+            if keep:
+                parts.append(part)
+            yield part
+        if keep:
+            self._summed[key] = torch.cat(parts)
+            while sum(t.numel() * 4 for t in self._summed.values()) > self.cfg.summed_cache_bytes:
+                self._summed.popitem(last=False)
+
+    def virtual_weights(self, src: int, target: int, e: Float[Tensor, " D"]) -> Float[Tensor, " F"]:
+        """``<sum_{src <= s < target} W_dec^{src->s}[i], e>`` for every feature ``i`` of ``src``
+        (float32), computed block by block."""
+        return torch.cat([blk @ e for blk in self._writes_below(src, target)])
 
     def _masked(self, scores: Tensor, fill: float) -> Tensor:
         if self.cfg.skip_special and self.special:
@@ -259,7 +295,7 @@ class WeightLens:
         for src in range(layer):
             if not any(src + j < layer for j in range(self.tc.n_out(src))):
                 continue
-            c = self._writes_below(src, layer) @ e
+            c = self.virtual_weights(src, layer, e)
             total += float(c.abs().sum())
             ids, vals, z = z_outliers(c, self.cfg.top_k_features, self.cfg.threshold_features)
             rows = zip(ids.tolist(), vals.tolist(), z.tolist(), strict=True)

@@ -301,6 +301,30 @@ class ModelAdapter:
         out = self.hf_model(input_ids=tokens, attention_mask=attention_mask, use_cache=False)
         return out.logits
 
+    def run_until(
+        self,
+        tokens: Int[Tensor, "batch pos"],
+        site: str | Site,
+        attention_mask: Tensor | None = None,
+    ) -> None:
+        """A forward pass that stops once ``site`` is computed: hooks installed before the call
+        see every site up to it (``site``'s own included), and nothing after it runs, the
+        unembedding included. For reading activations (e.g. the transcoder's inputs) only."""
+        class _Reached(Exception):
+            pass
+
+        def stop(_t: Tensor) -> None:
+            raise _Reached
+
+        if tokens.ndim == 1:
+            tokens = tokens[None]
+        try:
+            with self.hooks({site: stop}):
+                self.hf_model(input_ids=tokens, attention_mask=attention_mask, use_cache=False)
+        except _Reached:
+            return
+        raise RuntimeError(f"the forward pass never reached {site}")  # hooks must fire
+
     # ------------------------------------------------------------------ sites and hooks
     def parse_site(self, site: str | Site) -> Site:
         if isinstance(site, Site):
@@ -445,9 +469,9 @@ class ModelAdapter:
         window = getattr(self.hf_model.config, "sliding_window", None)
         if window is not None and window < tokens.shape[1]:
             return None
-        cache = getattr(out, "past_key_values", None)
+        cache = getattr(out, "cache", None)  # older transformers: past_key_values
         if cache is None:
-            cache = getattr(out, "cache", None)
+            cache = getattr(out, "past_key_values", None)
         layers = getattr(cache, "layers", None)
         if layers is None or len(layers) != self.n_layers:
             return None
@@ -461,29 +485,67 @@ class ModelAdapter:
         tokens: Int[Tensor, "batch pos"],
         start: int = 0,
         keys_values: list[tuple[Tensor, Tensor]] | None = None,
+        keys_values_out: list[tuple[Tensor, Tensor] | None] | None = None,
     ) -> Float[Tensor, "batch d_vocab"]:
         """Last-position logits (the other positions are never unembedded). With ``start > 0``
         only positions ``start..`` are computed, attending to ``keys_values``
-        (:meth:`prompt_keys_values` of the same tokens) for the earlier ones; the hidden states
-        given to :meth:`resume_after` then cover those positions only."""
+        (:meth:`prompt_keys_values` of the same tokens, batch 1 or the tokens' batch) for the
+        earlier ones; the hidden states given to :meth:`resume_after` then cover those
+        positions only. A list passed as ``keys_values_out`` receives every layer's keys and
+        values over the whole prompt, or None for a layer whose block did not run."""
         from transformers import DynamicCache
 
         model = self.hf_model
         params = self._forward_parameters()
-        kwargs: dict = {"use_cache": False}
+        kwargs: dict = {"use_cache": keys_values_out is not None}
         if "logits_to_keep" in params:
             kwargs["logits_to_keep"] = 1
+        cache_key = "cache" if "cache" in params else "past_key_values"
         if start > 0:
             if keys_values is None:
                 raise ValueError("start > 0 needs the prompt's keys and values")
             b = tokens.shape[0]
             data = [tuple(x[..., :start, :].expand(b, -1, -1, -1) for x in kv)
                     for kv in keys_values]  # fmt: skip
-            cache = DynamicCache(ddp_cache_data=data, config=model.config)
-            kwargs.update({"cache" if "cache" in params else "past_key_values": cache,
+            kwargs.update({cache_key: DynamicCache(ddp_cache_data=data, config=model.config),
                            "use_cache": True})  # fmt: skip
             tokens = tokens[:, start:]
-        return model(input_ids=tokens, **kwargs).logits[:, -1]
+        out = model(input_ids=tokens, **kwargs)
+        if keys_values_out is not None:
+            cache = kwargs.get(cache_key)
+            if cache is None:  # newer transformers name the returned cache "cache"
+                cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+            n_pos = start + tokens.shape[1]
+            for layer in getattr(cache, "layers", [None] * self.n_layers):
+                k, v = getattr(layer, "keys", None), getattr(layer, "values", None)
+                ran = isinstance(k, Tensor) and isinstance(v, Tensor) and k.shape[-2] == n_pos
+                keys_values_out.append((k, v) if ran else None)
+        return out.logits[:, -1]
+
+    @contextlib.contextmanager
+    def last_position_mlp(self) -> Iterator[None]:
+        """Inside the block, the last block's MLP runs on the last position only and writes
+        zeros elsewhere.
+
+        For passes that read nothing but the last position's logits (:meth:`last_logits`): no
+        later block reads the last block's other positions, so their MLP work is wasted. Any
+        value recorded at the last block's ``mlp_out`` or ``resid_post`` is wrong outside the
+        last position, so do not cache those sites inside the block.
+        """
+        mlp = get_path(self._blocks[-1], self.family.mlp)
+        run = type(mlp).forward
+
+        def last_only(x: Tensor, *args, **kwargs) -> Tensor:
+            y = run(mlp, x[:, -1:], *args, **kwargs)
+            out = y.new_zeros(*x.shape[:-1], y.shape[-1])
+            out[:, -1:] = y
+            return out
+
+        try:
+            mlp.forward = last_only
+            yield
+        finally:
+            mlp.__dict__.pop("forward", None)
 
     @contextlib.contextmanager
     def fused_activations(self) -> Iterator[None]:

@@ -54,7 +54,9 @@ def cltrace_attention(
         scores = torch.tanh(scores / softcap) * softcap
     if attention_mask is not None:
         scores = scores + attention_mask[:, :, :, : key.shape[-2]]
-    pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    # float32 at least (bf16/fp16 models), float64 for a float64 model (finite-difference checks)
+    pattern = torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))
+    pattern = pattern.to(query.dtype)
     for hook in getattr(module, _HOOKS_ATTR, ()):
         out = hook(pattern)
         if out is not None:

@@ -31,7 +31,12 @@ from cltrace.interpret.detail import description_entry, detail_files, write_deta
 from cltrace.interpret.explainers import ExplainContext, get_explainer
 from cltrace.interpret.features import FeatureKey
 from cltrace.interpret.store import StaleStoreError, StoreConfig, build_stores
-from cltrace.pie.stages import read_kept_features, read_run_config
+from cltrace.pie.stages import (
+    check_run_corpus,
+    load_run_models,
+    read_kept_features,
+)
+from cltrace.precision import parse_device, parse_dtype
 
 
 @dataclass
@@ -55,23 +60,20 @@ class InterpretConfig:
     """Simultaneous LLM requests."""
     max_features: int | None = None
     """Explain at most this many kept features (most often kept first); None: all."""
+    device: str = "cpu"
+    """Where the model and transcoder run: cpu, cuda, cuda:N or mps (as ``cltrace attribute``)."""
+    dtype: str = "float32"
+    """Weights and activations: float32, bfloat16 or float16 (reductions stay in float32)."""
+    lazy_decoders: bool = False
+    """Leave the transcoder's decoders on disk and read only the rows WeightLens, CircuitLens and
+    the feature details need, through a cache bounded in bytes (circuit-tracer layout)."""
+    decoder_cache_bytes: int | None = None
+    """Bound of that row cache in bytes (None: 512 MiB)."""
 
 
 def _console_print(console, text: str) -> None:
     if console is not None:
         console.print(text)
-
-
-def load_run_models(run_dir: Path):
-    """The model and transcoder a PIE run used (from its ``config.json``)."""
-    from cltrace.models import load_model
-    from cltrace.paths import BUNDLED_CLT_DIR
-    from cltrace.transcoders import load_transcoder
-
-    cfg = read_run_config(run_dir)
-    adapter = load_model(cfg.get("model"))
-    tc = load_transcoder(cfg.get("transcoder") or BUNDLED_CLT_DIR, model=adapter)
-    return adapter, tc, cfg
 
 
 @torch.no_grad()
@@ -225,7 +227,10 @@ def interpret_run(
     cfg.explainer = explainer or cfg.explainer
     spec = get_explainer(cfg.explainer)
     endpoint = _llm_endpoint(spec, cfg)
+    parse_device(cfg.device, "device")  # a bad name fails before anything is loaded
+    parse_dtype(cfg.dtype, "dtype")
     require_run_dir(run_dir)
+    check_run_corpus(run_dir, cfg.store.corpus)
     if endpoint is not None and world.is_main:
         from cltrace.llm import probe
 
@@ -235,7 +240,10 @@ def interpret_run(
             if world.is_main:
                 held.enter_context(RunLock(run_dir))
             features = read_kept_features(run_dir, cfg.max_features)
-            adapter, tc, run_cfg = load_run_models(run_dir)
+            adapter, tc, run_cfg = load_run_models(
+                run_dir, device=cfg.device, dtype=cfg.dtype, lazy_decoders=cfg.lazy_decoders,
+                decoder_cache_bytes=cfg.decoder_cache_bytes,
+            )  # fmt: skip
         sets, pool = _feature_sets(run_dir, features, adapter, tc, run_cfg, cfg)
         scanned = _stores(adapter, tc, sets, cfg.store, console, world)
         with together(world, "in stage II"):  # the other ranks wait here for rank 0

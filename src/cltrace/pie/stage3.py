@@ -24,10 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
+from cltrace.corpus import BUNDLED
 from cltrace.dist import World, crash_point, together
 from cltrace.errors import CltraceError
 from cltrace.files import RunLock, atomic_write_json, read_json, require_run_dir
-from cltrace.pie.stages import read_descriptions, read_kept_features, read_run_config
+from cltrace.pie.stages import (
+    check_run_corpus,
+    load_run_models,
+    read_descriptions,
+    read_kept_features,
+)
 from cltrace.retention.stats import bootstrap_ci
 from cltrace.score.activations import sequence_scores
 from cltrace.score.batched import Prefetched, prefetch
@@ -101,10 +107,18 @@ def evaluate_run(
     transcoder=None,
     n_boot: int = 1000,
     world: World | None = None,
+    device=None,
+    dtype=None,
+    lazy_decoders: bool = False,
+    decoder_cache_bytes: int | None = None,
 ) -> dict:
     """Score the descriptions of a run's kept features and write the files; returns the summary.
 
-    ``corpus``: natural texts (list or text file; default: held-out bundled corpus). ``pool``:
+    ``corpus``: natural texts (list, text file or ``hf:NAME[:SPLIT[:COLUMN]]``; default:
+    held-out bundled corpus, refused in one sentence when the run's model is not the bundled
+    one). ``device``/``dtype``/``lazy_decoders``/``decoder_cache_bytes``: where and how the
+    run's model and transcoder are loaded (:func:`~cltrace.pie.stages.load_run_models`; scores
+    are reduced in float32). ``pool``:
     texts the offline raters may pick as synthetic examples (default: another held-out draw of
     the bundled corpus, or the corpus itself when one is given). ``base_url``/``model``/
     ``client`` configure the LLM rater (without a client, an endpoint and model are required,
@@ -132,6 +146,10 @@ def evaluate_run(
         endpoint = resolve_endpoint(base_url, model, user="the llm rater")
         base_url, model = endpoint.base_url, endpoint.model
     require_run_dir(run)
+    if adapter is None:  # a caller's own model is its business
+        check_run_corpus(run, corpus)
+    where = {"device": device, "dtype": dtype, "lazy_decoders": lazy_decoders,
+             "decoder_cache_bytes": decoder_cache_bytes}  # fmt: skip
     if endpoint is not None and world.is_main:
         from cltrace.llm import probe
 
@@ -148,14 +166,21 @@ def evaluate_run(
             )
             kept_feats = read_kept_features(run)
             if adapter is None or transcoder is None:
-                adapter, transcoder = _run_models(run, adapter, transcoder)
+                adapter, transcoder, _ = load_run_models(
+                    run, adapter=adapter, transcoder=transcoder, **where
+                )
             texts = load_texts(corpus, N_NATURAL, HELD_OUT_SEED)
             if pool is None:
-                pool = load_texts(None, N_NATURAL, HELD_OUT_SEED + 1) if corpus is None else texts
+                bundled = corpus is None or corpus == BUNDLED  # another held-out draw
+                pool = load_texts(None, N_NATURAL, HELD_OUT_SEED + 1) if bundled else texts
             judge = make_rater(rater, pool=pool, seed=cfg.seed, client=client,
                                base_url=base_url, model=model, cache_dir=cache_dir)  # fmt: skip
         llm_id = f"{getattr(client, 'model', model)}@{getattr(client, 'base_url', base_url)}"
-        fp = _fingerprint(rater, cfg, texts, llm_id if rater == "llm" else "")
+        extra = llm_id if rater == "llm" else ""
+        precision = str(getattr(adapter, "dtype", "torch.float32")).removeprefix("torch.")
+        if precision != "float32":  # scores from another precision are not resumed (float32
+            extra += f"|{precision}"  # fingerprints stay as they were)
+        fp = _fingerprint(rater, cfg, texts, extra)
 
         def score_set(features: list, descs: dict, path: Path, label: str) -> dict[str, dict]:
             with together(world, f"while scoring the {label} features in stage III"):
@@ -205,20 +230,6 @@ def evaluate_run(
     if console is not None:
         _print_summary(console, summary)
     return summary
-
-
-def _run_models(run: Path, adapter, transcoder):
-    """The model and transcoder named in the run's ``config.json`` (those given are kept)."""
-    from cltrace.models import load_model
-    from cltrace.paths import BUNDLED_CLT_DIR
-    from cltrace.transcoders import load_transcoder
-
-    # only the two fields stage III needs, so a config from another cltrace version still works
-    run_cfg = read_run_config(run)
-    adapter = adapter or load_model(run_cfg.get("model"))
-    transcoder = transcoder or load_transcoder(run_cfg.get("transcoder") or BUNDLED_CLT_DIR,
-                                               model=adapter)  # fmt: skip
-    return adapter, transcoder
 
 
 def _check_answered(judge) -> None:
@@ -437,81 +448,3 @@ def _print_summary(console, summary: dict) -> None:
     # at its natural width: rich would otherwise cut cells, mid-number
     need = Measurement.get(console, console.options.update_width(1000), table).maximum
     console.print(table, width=max(console.width, need), crop=False)
-
-
-def evaluate_run_evals(
-    run_dir: str | os.PathLike,
-    evals: Sequence[str],
-    rater: str = "lexical",
-    corpus: str | None = None,
-    base_url: str | None = None,
-    model: str | None = None,
-    cache_dir: str | None = None,
-    console=None,
-) -> dict:
-    """``cltrace evaluate --evals sort,contrastive``: both evals over a PIE run's kept features
-    (its model, transcoder and task); writes ``feature_evals.json`` and ``feature_evals.html``."""
-    from cltrace.files import atomic_write_json, atomic_write_text, require_run_dir
-    from cltrace.pie.stages import read_kept_features, read_run_config
-    from cltrace.score.contrastive import feature_evals, render_html
-    from cltrace.score.raters import make_rater
-
-    run = require_run_dir(Path(run_dir))
-    from cltrace.tasks import read_pairs
-
-    feats = read_kept_features(run)
-    run_cfg = read_run_config(run)
-    task = str(run_cfg.get("task") or "ioi")
-    pairs = None
-    if run_cfg.get("data") and Path(run_cfg["data"]).is_file():
-        task = str(run_cfg["data"])
-        pairs = [(p.clean, p.corrupt) for p in read_pairs(run_cfg["data"]).pairs]
-    adapter, transcoder = _run_models(run, None, None)
-    judge = make_rater(rater, base_url=base_url, model=model, cache_dir=cache_dir)
-    res = feature_evals(adapter, transcoder, judge, evals, features=feats, task=task,
-                        corpus=corpus, prompt_pairs=pairs)  # fmt: skip
-    summary = {"rater": rater, "task": task, "n_features": len(feats),
-               "evals": {k: v.to_json() for k, v in res.items()}}  # fmt: skip
-    atomic_write_json(run / "feature_evals.json", summary)
-    atomic_write_text(run / "feature_evals.html", render_html({"run": summary}))
-    if console is not None:
-        for k, v in res.items():
-            console.print(f"{k} eval: {v.score:.3f} over {v.n_items} items (chance 0.5; nan: no "
-                          "items)")  # fmt: skip
-    return summary
-
-
-def run_cli_evals(
-    run: str,
-    evals: str,
-    rater: str,
-    corpus: str | None,
-    base_url: str | None,
-    model: str | None,
-    cache_dir: str | None,
-) -> dict:
-    """The ``--evals sort,contrastive`` branch of ``cltrace evaluate`` (options checked here)."""
-    from rich.console import Console
-
-    from cltrace.errors import UsageError
-    from cltrace.score.contrastive import EVALS
-    from cltrace.score.raters import RATERS
-
-    names = [e.strip() for e in evals.split(",") if e.strip()]
-    bad = [e for e in names if e not in EVALS]
-    if not names or bad:
-        raise UsageError(
-            f"--evals {evals!r} names {bad[0] if bad else 'nothing'!r}; use fade, or sort and/or "
-            "contrastive separated by commas."
-        )
-    if rater not in RATERS:
-        raise UsageError(f"unknown rater {rater!r}; use one of {', '.join(RATERS)}.")
-    if rater == "llm":
-        from cltrace.llm import resolve_endpoint
-
-        endpoint = resolve_endpoint(base_url, model, user="the llm rater")
-        base_url, model = endpoint.base_url, endpoint.model
-    console = Console()
-    out = evaluate_run_evals(run, names, rater, corpus, base_url, model, cache_dir, console)
-    console.print(f"feature evals: {Path(run) / 'feature_evals.json'}")
-    return out

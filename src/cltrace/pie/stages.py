@@ -12,14 +12,41 @@ from cltrace.errors import CltraceError
 from cltrace.files import read_json
 
 
-def run_later_stages(run_dir: Path, stages: set[str], console, world=None) -> None:
+def run_later_stages(
+    run_dir: Path,
+    stages: set[str],
+    console,
+    world=None,
+    *,
+    corpus: str | None = None,
+    device=None,
+    dtype=None,
+    lazy_decoders: bool = False,
+) -> None:
     """Stages II and III (those in ``stages``) on a run directory; under torchrun (``world``
     of several processes, a :class:`cltrace.dist.World`) every rank calls this and they share
-    the work, and only rank 0 passes a ``console``."""
-    import time
+    the work, and only rank 0 passes a ``console``.
 
-    from cltrace.pie.stage2 import interpret_run
+    ``corpus`` feeds both stages (None: the bundled corpus). Called alone, the stages refuse the
+    bundled corpus for another model; ``cltrace pie`` has no ``--corpus`` yet, so here a run of
+    another model without one still uses it, and says so on the console.
+    """
+    import time
+    from dataclasses import replace
+
+    from cltrace.corpus import BUNDLED
+    from cltrace.errors import UsageError
+    from cltrace.pie.stage2 import InterpretConfig, interpret_run
     from cltrace.pie.stage3 import evaluate_run
+
+    try:
+        check_run_corpus(run_dir, corpus)
+    except UsageError as exc:
+        if console is not None:
+            console.print(f"[yellow]warning: {exc}[/yellow] Using it for stages II and III.")
+        corpus = BUNDLED
+    where = {"device": str(device or "cpu"), "dtype": str(dtype or "float32")}
+    where["dtype"] = where["dtype"].removeprefix("torch.")
 
     def done(name: str, t0: float) -> None:
         if console is not None:
@@ -28,11 +55,14 @@ def run_later_stages(run_dir: Path, stages: set[str], console, world=None) -> No
 
     if "interpret" in stages:
         t0 = time.perf_counter()
-        interpret_run(run_dir, console=console, world=world)
+        base = InterpretConfig(lazy_decoders=lazy_decoders, **where)
+        cfg = replace(base, store=replace(base.store, corpus=corpus))
+        interpret_run(run_dir, console=console, world=world, config=cfg)
         done("stage II (interpret)", t0)
     if "evaluate" in stages:
         t0 = time.perf_counter()
-        evaluate_run(run_dir, console=console, world=world)
+        evaluate_run(run_dir, console=console, world=world, corpus=corpus,
+                     lazy_decoders=lazy_decoders, **where)  # fmt: skip
         done("stage III (evaluate)", t0)
 
 
@@ -75,3 +105,47 @@ def read_run_config(run_dir: Path) -> dict:
     if not isinstance(cfg, dict):
         raise CltraceError(f"{path} is not a PIE configuration (a JSON object); {hint}")
     return cfg
+
+
+def load_run_models(
+    run_dir: Path,
+    *,
+    device=None,
+    dtype=None,
+    lazy_decoders: bool = False,
+    decoder_cache_bytes: int | None = None,
+    adapter=None,
+    transcoder=None,
+):
+    """The model and transcoder a PIE run used (its ``config.json``), and that config.
+
+    ``device`` and ``dtype`` take what ``cltrace attribute`` takes (``cuda:1``, ``bf16``; parsed
+    by :mod:`cltrace.precision`); ``lazy_decoders`` leaves the decoders on disk and reads the
+    rows a stage needs through a cache of at most ``decoder_cache_bytes`` (None: the default of
+    :class:`~cltrace.transcoders.lazy.LazyDecoders`; circuit-tracer layout). ``adapter`` and
+    ``transcoder``, when given, are used as they are.
+    """
+    from cltrace.models import load_model
+    from cltrace.paths import BUNDLED_CLT_DIR
+    from cltrace.precision import parse_dtype, rank_device
+    from cltrace.transcoders import load_transcoder
+
+    where = {"device": rank_device(device), "dtype": parse_dtype(dtype)}
+    # only the two fields the stages need, so a config from another cltrace version still works
+    run_cfg = read_run_config(run_dir)
+    adapter = adapter or load_model(run_cfg.get("model"), **where)
+    if transcoder is None:
+        source = run_cfg.get("transcoder") or BUNDLED_CLT_DIR
+        transcoder = load_transcoder(source, model=adapter, lazy_decoder=lazy_decoders, **where)
+        if transcoder.lazy is not None and decoder_cache_bytes is not None:
+            transcoder.lazy.cache_bytes = decoder_cache_bytes
+    return adapter, transcoder, run_cfg
+
+
+def check_run_corpus(run_dir: Path, corpus, option: str = "--corpus") -> None:
+    """Refuse, in one sentence, to scan the bundled synthetic corpus (``corpus`` None) for a
+    run whose model is not the bundled one (:func:`cltrace.corpus.check_corpus_fits`)."""
+    from cltrace.corpus import check_corpus_fits
+
+    if corpus is None:
+        check_corpus_fits(None, read_run_config(run_dir).get("model"), option)

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from cltrace.prune.components import kl_last
 from cltrace.prune.methods import ScoreContext
+from cltrace.prune.resume import RowStates
 from cltrace.prune.writes import CPU
 
 ACDC_BLOCK = 128  # ~20 sequential rounds for the ~2,500 units of a bundled IOI prompt
@@ -79,19 +80,19 @@ def acdc_run(
     if n in counts:
         by_count[n] = torch.arange(n, device=CPU)
     base_kl, stale = 0.0, False  # KL of the current removed set (nothing removed: exactly 0)
+    state: RowStates | None = None  # the current removed set's patched run
     pos = 0
     while pos < n and n - len(trace.accepted) > stop:
         cand = trace.order[pos : pos + block].tolist()
         pos += len(cand)
-        rows = [removed.clone()] if stale else []
-        for c in cand:
-            row = removed.clone()
-            row[c] = True
-            rows.append(row)
-        logits = comps.run_removals(torch.stack(rows)[:, ctx.groups], ctx.config.batch_size)
+        if stale:  # each candidate row resumes from the removed set's run
+            logits, state = comps.record_removals(removed[None, ctx.groups])
+            base_kl, stale = float(kl_last(comps.clean_logits, logits)[0]), False
+        rows = removed.expand(len(cand), -1).clone()
+        rows[torch.arange(len(cand), device=CPU), torch.tensor(cand, device=CPU)] = True
+        bases = None if state is None else torch.zeros(len(cand), dtype=torch.long, device=CPU)
+        logits = comps.run_removals(rows[:, ctx.groups], ctx.config.batch_size, bases, state)
         kls = kl_last(comps.clean_logits, logits).tolist()
-        if stale:
-            base_kl, kls, stale = kls[0], kls[1:], False
         for c, kl in zip(cand, kls, strict=True):
             if n - len(trace.accepted) <= stop:
                 break

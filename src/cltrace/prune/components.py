@@ -27,6 +27,7 @@ from torch import Tensor
 
 from cltrace.errors import CltraceError
 from cltrace.models.adapter import ModelAdapter
+from cltrace.prune.resume import Recorder, RowOrigins, RowStates, per_row_bytes
 from cltrace.prune.writes import CPU, DeltaWrites
 from cltrace.replacement import active_occurrences, check_sites
 from cltrace.tasks.pairs import PromptPair
@@ -111,9 +112,17 @@ class PairComponents:
         per_row = 40 * self.n_pos * a.d_model * a.n_layers  # ~10 float32 activations per site
         return max(1, min(batch_size, int(memory_gb * 2**30 // per_row)))
 
+    def state_bytes_per_row(self) -> int:
+        """Bytes one row of :meth:`record_removals` keeps."""
+        return per_row_bytes(self._clean_resid(), self._clean_keys_values())
+
     @torch.no_grad()
     def run_removals(
-        self, masks: Bool[Tensor, "b n"], batch_size: int = 64
+        self,
+        masks: Bool[Tensor, "b n"],
+        batch_size: int = 64,
+        bases: Int[Tensor, " b"] | None = None,
+        states: RowStates | None = None,
     ) -> Float[Tensor, "b d_vocab"]:
         """Last-position logits of the clean prompt with each mask's occurrences removed.
 
@@ -125,30 +134,75 @@ class PairComponents:
         one ``t``: where the model allows (:meth:`ModelAdapter.prompt_keys_values`), only
         positions ``t..`` are computed, attending to the clean run's keys and values before
         them. Rows are batched by ``(l, t)``.
+
+        ``bases`` (with ``states`` from :meth:`record_removals`) resumes row ``i`` from the
+        recorded run of a subset ``states.masks[bases[i]]`` of its mask instead of the clean
+        run (-1: the clean run): ``l`` and ``t`` are then those of the occurrences the base
+        does not remove, so e.g. a pair whose base is one of its units costs what the other
+        unit alone costs.
         """
-        out = self.clean_logits.expand(masks.shape[0], -1).clone()
-        todo = masks.any(1).nonzero().squeeze(1)
-        if todo.numel() == 0:
-            return out
-        L, a = self.adapter.n_layers, self.adapter
-        first = torch.where(masks[todo], self.layer, L).amin(1)
+        return self._removals(masks, batch_size, bases, states, record=False)[0]
+
+    @torch.no_grad()
+    def record_removals(
+        self,
+        masks: Bool[Tensor, "b n"],
+        batch_size: int = 64,
+        bases: Int[Tensor, " b"] | None = None,
+        states: RowStates | None = None,
+    ) -> tuple[Float[Tensor, "b d_vocab"], RowStates]:
+        """:meth:`run_removals`, also keeping each row's residual stream and keys and values
+        so that later rows can resume from it (``bases``)."""
+        logits, recorded = self._removals(masks, batch_size, bases, states, record=True)
+        assert recorded is not None
+        return logits, recorded
+
+    def _removals(
+        self,
+        masks: Bool[Tensor, "b n"],
+        batch_size: int,
+        bases: Int[Tensor, " b"] | None,
+        states: RowStates | None,
+        record: bool,
+    ) -> tuple[Float[Tensor, "b d_vocab"], RowStates | None]:
         kv = self._clean_keys_values()
+        resid = self._clean_resid()
+        origin = RowOrigins(self.clean_logits, resid, kv, states, bases, masks.shape[0])
+        # what each row removes beyond its base: it decides where the row starts
+        rest = masks & ~origin.masks(masks.shape[1]) if origin.any_base else masks
+        out = origin.logits()
+        recorder = Recorder(origin, masks) if record else None
+        todo = rest.any(1).nonzero().squeeze(1)
+        L, a = self.adapter.n_layers, self.adapter
+        first = torch.where(rest[todo], self.layer, L).amin(1)
         starts = torch.zeros_like(first)
         if kv is not None:
-            starts = torch.where(masks[todo], self.position, self.n_pos).amin(1)
-        resid = self._clean_resid()
+            starts = torch.where(rest[todo], self.position, self.n_pos).amin(1)
         size = self.rows_per_batch(batch_size)
         for start_layer, t, rows in _start_batches(first, starts, todo, size, L, self.n_pos):
-            patch = self.patch_for(masks[rows])[:, t:]
-            hidden = resid[start_layer, t:] - patch[:, :, start_layer].to(resid.dtype)
+            # the base's run already subtracted its own patch at the first layer; the later
+            # layers' MLPs run anew, so there the whole row's patch is subtracted
+            own = self.patch_for(rest[rows])[:, t:]
+            base_patch = origin.patch(rows, self.patch_for)
+            patch = own if base_patch is None else own + base_patch[:, t:]
+            hidden = origin.resid(rows, start_layer, t) - own[:, :, start_layer].to(resid.dtype)
             hooks = {
                 f"mlp_out.{s}": (lambda x, p=patch[:, :, s]: x - p.to(x.dtype))
                 for s in range(start_layer + 1, L)
             }
-            with a.resume_after(start_layer, hidden), a.hooks(hooks), a.fused_activations():
-                logits = a.last_logits(self.tokens.expand(rows.numel(), -1), t, kv)
+            seen: dict[int, Tensor] = {}
+            if recorder is not None:
+                hooks.update({f"resid_post.{s}": (lambda x, s=s, seen=seen: seen.__setitem__(s, x))
+                              for s in range(start_layer + 1, L)})  # fmt: skip
+            kv_out: list | None = [] if recorder is not None and kv is not None else None
+            with a.resume_after(start_layer, hidden), a.hooks(hooks), a.fused_activations(), \
+                    a.last_position_mlp():
+                logits = a.last_logits(self.tokens.expand(rows.numel(), -1), t,
+                                       origin.keys_values(rows, t), kv_out)  # fmt: skip
             out[rows] = logits.float()
-        return out
+            if recorder is not None:
+                recorder.write(rows, start_layer, t, out[rows], hidden, seen, kv_out)
+        return out, None if recorder is None else recorder.states
 
     def _clean_keys_values(self) -> list[tuple[Tensor, Tensor]] | None:
         """The clean run's attention keys and values (None where the model cannot resume

@@ -26,8 +26,13 @@ from cltrace.prune.components import (
     fap_scores,
     metric_gradients,
 )
+from cltrace.prune.resume import RowStates
 from cltrace.prune.writes import CPU
 from cltrace.transcoders import CrossLayerTranscoder
+
+STATE_BYTES = 256 * 2**20
+"""Recorded patched runs a prompt keeps for pair effects to resume from (see
+:mod:`cltrace.prune.resume`); beyond it, pairs start from the clean run."""
 
 UNITS = ("occurrence", "feature")
 """What a budget counts: (layer, position, feature) occurrences, or features pooled over
@@ -154,6 +159,51 @@ class ScoreContext:
     def removal_effect(self, sets: list[Tensor]) -> Float[Tensor, " b"]:
         """``M(S)`` for each set of units (real patched forward passes, batched)."""
         return self.comps.removal_effect(self.unit_masks(sets), self.config.batch_size)
+
+    def recorded_effects(self, units: list[int]) -> Float[Tensor, " b"]:
+        """``M({u})`` for each unit, keeping the patched runs (up to :data:`STATE_BYTES`) so
+        that :meth:`pair_effects` can resume from them."""
+        comps = self.comps
+        masks = self.unit_masks([torch.tensor([u], device=CPU) for u in units])
+        per_row = max(1, comps.state_bytes_per_row())
+        known: dict[int, int] = self.extras.setdefault("state_row", {})
+        room = max(0, (STATE_BYTES - per_row * len(known)) // per_row)
+        logits = comps.clean_logits.new_zeros(0, comps.clean_logits.numel())
+        if room:
+            logits, states = comps.record_removals(masks[:room], self.config.batch_size)
+            old = self.extras.get("states")
+            known.update({u: len(known) + i for i, u in enumerate(units[:room])})
+            self.extras["states"] = states if old is None else RowStates.cat([old, states])
+        if len(units) > room:
+            logits = torch.cat([logits, comps.run_removals(masks[room:], self.config.batch_size)])
+        return comps.m_clean - comps.metric(logits)
+
+    def pair_effects(self, pairs: list[tuple[int, int]]) -> Float[Tensor, " b"]:
+        """``M({u, v})`` for each pair; a pair resumes from the recorded run of whichever of
+        its units leaves the other the least to compute (:meth:`recorded_effects`)."""
+        known: dict[int, int] = self.extras.get("state_row", {})
+        masks = self.unit_masks([torch.tensor(p, device=CPU) for p in pairs])
+        if not known:
+            return self.comps.removal_effect(masks, self.config.batch_size)
+        cost = self._unit_costs({u for p in pairs for u in p})
+        bases = []
+        for u, v in pairs:
+            options = [(cost[other], known[base]) for base, other in ((u, v), (v, u))
+                       if base in known]  # fmt: skip
+            bases.append(min(options)[1] if options else -1)
+        base_rows = torch.tensor(bases, device=CPU)
+        logits = self.comps.run_removals(masks, self.config.batch_size, base_rows,
+                                         self.extras["states"])  # fmt: skip
+        return self.comps.m_clean - self.comps.metric(logits)
+
+    def _unit_costs(self, units: set[int]) -> dict[int, int]:
+        """Blocks times positions a patched pass of each unit alone computes."""
+        c = self.comps
+        masks = self.unit_masks([torch.tensor([u], device=CPU) for u in sorted(units)])
+        layer = torch.where(masks, c.layer, c.adapter.n_layers).amin(1)
+        t = torch.where(masks, c.position, c.n_pos).amin(1)
+        cost = (c.n_pos - t) * (c.adapter.n_layers - 1 - layer)
+        return dict(zip(sorted(units), cost.tolist(), strict=True))
 
     @cached_property
     def gradients(self) -> Float[Tensor, "n_layers pos d_model"]:
@@ -282,8 +332,7 @@ def synergy_select_budgets(
             for u in torch.cat([partners, band]) if int(u) not in single]  # fmt: skip
     need = list(dict.fromkeys(need))
     if need:
-        effects = ctx.removal_effect([torch.tensor([u], device=CPU) for u in need])
-        single.update(zip(need, effects.tolist(), strict=True))
+        single.update(zip(need, ctx.recorded_effects(need).tolist(), strict=True))
     owners: dict[int, list[tuple[int, int]]] = {}
     for k, (kk, _, band, partners) in plans.items():
         rng = pyrandom.Random(cfg.syn_seed + 1337 + 7919 * ctx.prompt_index + kk)
@@ -293,8 +342,7 @@ def synergy_select_budgets(
                                min(cfg.partners_per_candidate, partners.numel()))  # fmt: skip
             owners[k] += [(c, p) for p in drawn if single[p] > 0 and single[c] > 0]
     pairs = list(dict.fromkeys(pair for k in plans for pair in owners[k]))
-    sets = [torch.tensor(p, device=CPU) for p in pairs]
-    joint = dict(zip(pairs, ctx.removal_effect(sets).tolist(), strict=True)) if pairs else {}
+    joint = dict(zip(pairs, ctx.pair_effects(pairs).tolist(), strict=True)) if pairs else {}
     for k, (kk, core, band, partners) in plans.items():
         out[k] = _synergy_keep(scores, order, kk, core, band, partners, single,
                                [(c, p, joint[(c, p)]) for c, p in owners[k]], lam)  # fmt: skip

@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Float
 
 from cltrace.errors import CltraceError
-from cltrace.interpret.features import encode_subset
+from cltrace.interpret.features import encode_subset, mlp_inputs
 from cltrace.models.adapter import ModelAdapter
 from cltrace.transcoders import CrossLayerTranscoder
 
@@ -92,21 +92,20 @@ def iter_token_activations(
     rows = tokenize(adapter, texts, max_tokens)
     pad = adapter.tokenizer.pad_token_id
     pad = adapter.bos_token_id if pad is None else int(pad)
-    sites = [f"mlp_in.{layer}" for layer in by_layer]
     for group in _batches([len(r) for r in rows], batch_size, max_batch_tokens):
         width = max(len(rows[i]) for i in group)
         tokens = torch.full((len(group), width), pad, dtype=torch.long)
         for b, i in enumerate(group):
             tokens[b, : len(rows[i])] = torch.tensor(rows[i])
         acts = torch.zeros(len(group), width, len(features))
-        with torch.no_grad(), adapter.cache(sites) as cache:
+        with torch.no_grad():
             # an all-ones mask only silences transformers' padding warning: with causal attention
             # no real token sees the right padding, masked or not
             tokens = tokens.to(adapter.device)
-            adapter(tokens, attention_mask=torch.ones_like(tokens))
+            x = mlp_inputs(adapter, tokens, list(by_layer), torch.ones_like(tokens))
             for layer, cols in by_layer.items():
                 ids = [features[j][1] for j in cols]
-                vals = encode_subset(transcoder, layer, cache[f"mlp_in.{layer}"], ids)
+                vals = encode_subset(transcoder, layer, x[layer], ids)
                 acts[:, :, cols] = vals.float().cpu()
         for b, i in enumerate(group):
             n = len(rows[i])

@@ -9,7 +9,7 @@ the other) gives one item: the rater rates both prompts against the feature's vi
 correct; chance is 0.5.
 
 Also here: :func:`feature_evals`, both evals for one transcoder on the bundled held-out corpus,
-and (in :mod:`cltrace.pie.stage3`) ``evaluate_run_evals``, the ``cltrace evaluate --evals
+and (in :mod:`cltrace.pie.feature_evals`) ``evaluate_run_evals``, the ``cltrace evaluate --evals
 sort,contrastive`` entry point for a PIE run.
 """
 

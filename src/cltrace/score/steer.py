@@ -21,6 +21,11 @@ from cltrace.models.adapter import Hook, ModelAdapter
 from cltrace.transcoders import CrossLayerTranscoder
 
 
+def _wide(t: Tensor) -> torch.dtype:
+    """``t``'s dtype, widened to float32 when narrower (bf16, fp16)."""
+    return torch.promote_types(t.dtype, torch.float32)
+
+
 def clamp_hooks(
     transcoder: CrossLayerTranscoder, layer: int, feature: int, value: float | Tensor
 ) -> dict[str, Hook]:
@@ -38,10 +43,11 @@ def clamp_hooks(
     for k in range(rows.shape[0]):
 
         def write(t: Tensor, _w: Tensor = rows[k]) -> Tensor:
+            a = state["a"].to(_wide(state["a"]))  # the clamp's difference in float32 at least
             v = value
             if isinstance(v, Tensor):
-                v = v.to(device=t.device, dtype=state["a"].dtype)[:, None]
-            delta = (v - state["a"]).to(t.dtype)
+                v = v.to(device=t.device, dtype=a.dtype)[:, None]
+            delta = (v - a).to(t.dtype)
             return t + delta[..., None] * _w.to(device=t.device, dtype=t.dtype)
 
         hooks[f"mlp_out.{layer + k}"] = write
@@ -85,9 +91,10 @@ def clamp_rows_hooks(
             out = t.clone()
             for layer, k, groups, dec in writes[site]:
                 for f, r in groups:
+                    a = state[layer].to(_wide(state[layer]))
+                    v = values[r].to(device=t.device, dtype=a.dtype)[:, None]  # r beside values
                     r = r.to(t.device)
-                    v = values[r].to(device=t.device, dtype=state[layer].dtype)[:, None]
-                    delta = (v - state[layer][r]).to(t.dtype)
+                    delta = (v - a[r]).to(t.dtype)
                     w = dec[f][k].to(device=t.device, dtype=t.dtype)
                     out[r] = t[r] + delta[..., None] * w
             return out
@@ -135,6 +142,8 @@ def generate(
                 input_ids=ids.to(adapter.device), attention_mask=mask.to(adapter.device),
                 max_new_tokens=n_tokens, min_new_tokens=n_tokens, do_sample=False,
                 pad_token_id=pad, num_beams=1,
+                # keys and values written in place: a growing cache copies itself every step
+                cache_implementation="static",
             )  # fmt: skip
         for b, i in enumerate(group):
             out[i] = adapter.tokenizer.decode(gen[b, width:].tolist())

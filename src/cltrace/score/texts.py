@@ -13,8 +13,14 @@ N_NATURAL = 2000
 
 
 def load_texts(corpus: str | os.PathLike | Sequence[str] | None, n: int, seed: int) -> list[str]:
-    """Natural texts: a list as given, a text file (one text per non-empty line), or, for None,
-    ``n`` held-out documents of the bundled synthetic corpus drawn with ``seed``."""
+    """Natural texts: a list as given, a text file (one text per non-empty line), or ``n`` of a
+    streamed ``hf:NAME[:SPLIT[:COLUMN]]`` dataset; for None or ``bundled``, ``n`` held-out
+    documents of the bundled synthetic corpus drawn with ``seed``."""
+    from pathlib import Path
+
     from cltrace.corpus import load_texts as load
 
-    return load(corpus, n if corpus is None else None, seed)
+    whole = corpus is not None and (
+        not isinstance(corpus, (str, os.PathLike)) or Path(corpus).expanduser().is_file()
+    )  # a user's file or list is read whole; a generated or streamed corpus is cut at n
+    return load(corpus, None if whole else n, seed)

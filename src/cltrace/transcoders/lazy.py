@@ -12,6 +12,7 @@ stays bounded; decoder norms are computed block by block, never from a whole lay
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,17 +136,21 @@ class LazyDecoders:
             _, old = self._cache.popitem(last=False)
             self._cached_bytes -= old.numel() * old.element_size()
 
+    def scan(self, layer: int, block: int = 4096) -> Iterator[Float[Tensor, "b n_out D"]]:
+        """Every decoder row of ``layer`` in order, ``block`` rows at a time, read past the row
+        cache (a whole-layer pass would only evict the rows that are reused)."""
+        n = self.shape(layer)[0]
+        for a in range(0, n, block):
+            ids = list(range(a, min(n, a + block)))
+            rows = self._read(layer, ids)
+            self.rows_read -= len(ids)  # a scan, not a row lookup
+            yield rows
+
     def norms(self, layer: int, block: int = 4096) -> Float[Tensor, " F"]:
         """Norm of each feature's decoders over all its target layers, read ``block`` rows at a
         time (remembered: one small vector per layer)."""
         if layer not in self._norms:
-            n = self.shape(layer)[0]
-            parts = []
-            for a in range(0, n, block):
-                ids = list(range(a, min(n, a + block)))
-                rows = self._read(layer, ids)
-                self.rows_read -= len(ids)  # a scan, not a row lookup
-                parts.append(rows.float().flatten(1).norm(dim=1))
+            parts = [rows.float().flatten(1).norm(dim=1) for rows in self.scan(layer, block)]
             self._norms[layer] = torch.cat(parts) if parts else torch.zeros(0)
         return self._norms[layer]
 
