@@ -189,6 +189,8 @@ def pie(
 
     # several processes under torchrun share the work of every stage
     world = dist.start(cfg.device)
+    # stages II and III run where stage I ran
+    where = {"device": cfg.device, "dtype": cfg.dtype, "lazy_decoders": cfg.lazy_decoders}
     later = "interpret" in wanted or "evaluate" in wanted
     if not world.is_main:
         try:
@@ -196,7 +198,7 @@ def pie(
             if later:
                 from cltrace.pie.stages import run_later_stages
 
-                run_later_stages(run_dir, wanted, None, world)
+                run_later_stages(run_dir, wanted, None, world, **where)
         finally:
             dist.finish(world)
         return
@@ -240,7 +242,7 @@ def pie(
         if later:
             from cltrace.pie.stages import run_later_stages
 
-            run_later_stages(run_dir, wanted, console, world)
+            run_later_stages(run_dir, wanted, console, world, **where)
     finally:
         dist.finish(world)
     state.interrupt_note = None

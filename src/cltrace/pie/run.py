@@ -184,19 +184,15 @@ def score_prompt(index: int, pair, adapter, transcoder, cfg: PieConfig) -> dict:
     return score_prompt_kept(index, pair, adapter, transcoder, cfg, every_set=False)[0]
 
 
-def load_inputs(cfg: PieConfig, world: World | None = None):
+def load_inputs(cfg: PieConfig):
     """The model and transcoder of a run, on its device and in its dtype (``cuda`` under
     torchrun: this rank's GPU)."""
-    from cltrace import dist
     from cltrace.models import load_model
     from cltrace.paths import BUNDLED_CLT_DIR
-    from cltrace.precision import parse_device, parse_dtype
+    from cltrace.precision import parse_dtype, rank_device
     from cltrace.transcoders import load_transcoder
 
-    device = parse_device(cfg.device)
-    if world is not None and world.distributed:
-        device = dist.local_device(device)
-    adapter = load_model(cfg.model, device=device, dtype=parse_dtype(cfg.dtype))
+    adapter = load_model(cfg.model, device=rank_device(cfg.device), dtype=parse_dtype(cfg.dtype))
     transcoder = load_transcoder(
         cfg.transcoder or BUNDLED_CLT_DIR,
         model=adapter,
@@ -291,7 +287,7 @@ def run_pie(
     if out.is_dir() and world.is_main:
         with RunLock(out):  # a directory in use fails now, not after the model has loaded
             pass
-    adapter, transcoder = load_inputs(cfg, world)
+    adapter, transcoder = load_inputs(cfg)
     pairs = _load_pairs(cfg, adapter)
     wanted = {**cfg.to_json(), "inputs": input_identity(cfg)}
     lock = RunLock(out) if world.is_main else contextlib.nullcontext()
