@@ -86,3 +86,20 @@ def test_loading_keeps_the_file_weights_and_hook(tmp_path):
     for layer in range(adapter.n_layers):
         assert torch.equal(loaded.W_enc[layer], tc.W_enc[layer])
         assert torch.equal(loaded.b_enc[layer], tc.b_enc[layer])
+
+
+def test_evaluation_reads_the_residual_stream():
+    from cltrace.transcoders.evaluate import active_occurrences, replacement_hooks
+
+    adapter = tiny_model("gemma2", seed=1)
+    tc = resid_mid_transcoder(adapter, d_features=16, skip=True, seed=2)
+    tokens = adapter.to_tokens(PROMPT)
+    x = _resid_mid_by_hand(adapter, tokens)
+    dense = [tc.encode(layer, x[layer].float()) for layer in range(adapter.n_layers)]
+    assert active_occurrences(adapter, tc, [PROMPT]) == [sum(int((d != 0).sum()) for d in dense)]
+    # layer 0's input is the clean one in the replaced pass too: its output is the
+    # reconstruction from the hand-built residual stream
+    with torch.no_grad(), adapter.hooks(replacement_hooks(tc)), adapter.cache(["mlp_out.0"]) as c:
+        adapter(tokens)
+    want = tc.decode([dense[0]], 0) + tc.skip(0, x[0].float())
+    torch.testing.assert_close(c["mlp_out.0"][0], want.float(), atol=1e-5, rtol=1e-5)
