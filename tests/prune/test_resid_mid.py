@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from cltrace.models.freeze import frozen, record_frozen
-from cltrace.prune import compute_components, fap_scores, metric_gradients
+from cltrace.prune import (
+    PruneConfig,
+    ScoreContext,
+    compute_components,
+    fap_scores,
+    get_method,
+    metric_gradients,
+)
+from cltrace.retention import evaluate_kept
 from cltrace.testing import resid_mid_transcoder, tiny_model
 
 from .conftest import PAIR
@@ -26,7 +34,7 @@ def _patch(comps, tc, o, scale):
     layer, pos, f = int(comps.layer[o]), int(comps.position[o]), int(comps.feature[o])
     rows = tc.decoder_rows(layer, torch.tensor([f]))[0].float()  # [n_out, D]
     patch = torch.zeros(L, 1, comps.n_pos, D)
-    delta = float(comps.a_clean[o] - comps.a_corrupt[o])
+    delta = float((comps.a_clean[o] - comps.a_corrupt[o]).detach())
     patch[layer : layer + rows.shape[0], 0, pos] = scale * delta * rows
     return patch
 
@@ -88,3 +96,15 @@ def test_direct_fap_is_the_exact_removal_effect_with_a_live_skip_path(setup, mon
     for o in checked:
         m1 = _metric(comps, tc, _patch(comps, tc, o, 1.0), freeze_mlps=True)
         assert abs((m0 - m1) - float(scores[o])) <= 1e-3 * abs(float(scores[o])) + 1e-6
+
+
+def test_stage_one_selects_and_removing_everything_leaves_no_faithfulness(setup):
+    adapter, tc = setup
+    ctx = ScoreContext(compute_components(adapter, tc, PAIR), tc, PruneConfig(budgets=(5,)))
+    n = ctx.n_units
+    kept = get_method("fap").select(ctx, [5], 0)
+    assert kept[5].numel() == min(5, n)
+    kept = {("all", n, 0): torch.arange(n), ("none", 0, 0): torch.zeros(0, dtype=torch.long)}
+    (full, empty), ref = evaluate_kept(ctx, kept)
+    assert full.kl == 0.0 and abs(full.faithfulness - 1.0) < 1e-5
+    assert abs(empty.faithfulness) < 1e-5 and abs(full.logit_diff - ref["m_clean"]) < 1e-4
