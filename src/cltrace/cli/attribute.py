@@ -179,15 +179,17 @@ def attribute_cmd(
     if as_json:
         typer.echo(json.dumps(report))
         return
+    # from the report: counting edges again would scan the dense adjacency twice more
     typer.echo(
-        f"graph: {full.n_nodes} nodes ({full.n_features} features, {full.n_logits} logits), "
-        f"{full.n_edges} edges; replacement {full.replacement_score:.3f}, "
-        f"completeness {full.completeness_score:.3f}, mean path length {paths.mean:.2f}"
+        f"graph: {report['n_nodes']} nodes ({report['n_features']} features, "
+        f"{report['n_logits']} logits), {report['n_edges']} edges; replacement "
+        f"{full.replacement_score:.3f}, completeness {full.completeness_score:.3f}, "
+        f"mean path length {paths.mean:.2f}"
     )
     typer.echo(
-        f"pruned: {pruned.n_nodes} nodes ({pruned.n_features} features), {pruned.n_edges} "
-        f"edges; replacement {pruned.replacement_score:.3f}, completeness "
-        f"{pruned.completeness_score:.3f}"
+        f"pruned: {report['pruned_n_nodes']} nodes ({report['pruned_n_features']} features), "
+        f"{report['pruned_n_edges']} edges; replacement {pruned.replacement_score:.3f}, "
+        f"completeness {pruned.completeness_score:.3f}"
     )
     typer.echo(f"wrote {path} ({report['seconds']:.1f} s)")
     typer.echo(f"view it: cltrace serve {shlex.quote(str(path))}")

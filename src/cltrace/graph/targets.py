@@ -165,7 +165,7 @@ def bias_values(
                 out[:, :n_err] += state.errors[_l][:n_err].to(t.dtype)
             return out
 
-        hooks[f"mlp_in.{layer}"] = store
+        hooks[f"{state.input_kind}.{layer}"] = store
         hooks[f"mlp_out.{layer}"] = write
     final: dict[str, Tensor] = {}
     handle = adapter.final_norm().register_forward_hook(

@@ -8,6 +8,8 @@ kind           what                                        shape
 resid_pre      residual stream entering block ``layer``    [batch, pos, d_model]
 resid_post     residual stream leaving block ``layer``     [batch, pos, d_model]
 attn_out       attention's write into the residual stream  [batch, pos, d_model]
+resid_mid      the input of the MLP's norm: the residual   [batch, pos, d_model]
+               stream between attention and MLP
 mlp_in         the MLP's input (after its norm)            [batch, pos, d_model]
 mlp_out        the MLP's write into the residual stream    [batch, pos, d_model]
 attn_pattern   attention probabilities                     [batch, head, q_pos, k_pos]
@@ -39,6 +41,7 @@ SITE_KINDS: tuple[str, ...] = (
     "resid_pre",
     "resid_post",
     "attn_out",
+    "resid_mid",
     "mlp_in",
     "mlp_out",
     "attn_pattern",
@@ -352,8 +355,11 @@ class ModelAdapter:
             hooks = attention.pattern_hooks(get_path(block, fam.attn))
             hooks.append(fn)
             return lambda: hooks.remove(fn)
-        if site.kind in ("resid_pre", "mlp_in"):
-            module = block if site.kind == "resid_pre" else get_path(block, fam.mlp)
+        if site.kind in ("resid_pre", "resid_mid", "mlp_in"):
+            # resid_mid is read where the MLP's norm reads it, so substituting it changes what
+            # the MLP sees (like mlp_in), not the residual stream the block adds the MLP to
+            path = {"resid_mid": fam.mlp_in_norm, "mlp_in": fam.mlp}.get(site.kind)
+            module = block if path is None else get_path(block, path)
 
             def pre_hook(_mod, args, kwargs):
                 if args:
