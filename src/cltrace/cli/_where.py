@@ -33,12 +33,11 @@ def parse_spread(device_map: str | None, offload_folder: str | None) -> dict:
     """``load_model``'s device-map options (none without ``--device-map``), checked before
     anything loads: a bad map or a missing accelerate fails at once."""
     from cltrace.errors import UsageError
-    from cltrace.models.loading import parse_device_map
-    from cltrace.models.offload import require_accelerate
+    from cltrace.models.loading import device_map_options
 
     if device_map is None:
         if offload_folder is not None:
             raise UsageError("--offload-folder only serves --device-map; pass both or neither.")
         return {}
-    require_accelerate()
-    return {"device_map": parse_device_map(device_map), "offload_folder": offload_folder}
+    parsed = device_map_options(device_map, offload_folder)["device_map"]
+    return {"device_map": parsed, "offload_folder": offload_folder}

@@ -34,7 +34,7 @@ def parse_device_map(value: DeviceMap | None, option: str = "--device-map") -> D
     text = str(value).strip()
     if text in DEVICE_MAP_PRESETS:
         return text
-    if not text.startswith("{"):
+    if not text.startswith(("{", "[")):
         path = Path(text).expanduser()
         if not path.is_file():
             raise UsageError(
@@ -84,7 +84,7 @@ def load_model(
     from cltrace.files import read_json
     from cltrace.models import attention
 
-    spread = _device_map_options(device_map, offload_folder)  # a bad map fails before loading
+    spread = device_map_options(device_map, offload_folder)  # a bad map fails before loading
     # cltrace prints its own progress; transformers' per-load bars and notes are noise here
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
@@ -145,7 +145,7 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0][:160]}" if text else type(exc).__name__
 
 
-def _device_map_options(
+def device_map_options(
     device_map: DeviceMap | None, offload_folder: str | Path | None
 ) -> dict[str, object]:
     """``from_pretrained``'s keyword arguments for a device map (none without one), checked
