@@ -175,3 +175,18 @@ def test_disk_without_a_folder_and_bad_maps_are_usage_errors(tmp_path):
         load_model(tmp_path / "m", device_map="everywhere")
     with pytest.raises(UsageError, match="not valid JSON"):
         load_model(tmp_path / "m", device_map="{transformer.h.0: cpu}")
+
+
+def test_the_api_loads_with_a_device_map_and_attributes_the_same_graph(loaded, tmp_path):
+    import cltrace
+
+    plain, _, tc = loaded
+    save_model(plain, tmp_path / "model")
+    spread = cltrace.load_model(tmp_path / "model", device_map=disk_map(plain),
+                                offload_folder=tmp_path / "off")  # fmt: skip
+    assert next(iter(spread.norm_modules(DISK_BLOCKS[0]).values())).weight.device.type == "meta"
+    want = cltrace.attribute(plain, tc, PAIR.clean)
+    got = cltrace.attribute(spread, tc, PAIR.clean)
+    assert torch.allclose(got.graph.adjacency.float(), want.graph.adjacency.float(), atol=1e-5)
+    assert got.replacement_score == pytest.approx(want.replacement_score, abs=1e-5)
+    assert got.completeness_score == pytest.approx(want.completeness_score, abs=1e-5)

@@ -105,7 +105,7 @@ def record_frozen(
         handles.append(mod.register_forward_pre_hook(hook))
 
     def keep_final(_m, _args, out):
-        state.final_out = out.detach()
+        state.final_out = out.detach().to(adapter.device)  # where a device map puts the norm
 
     handles.append(adapter.final_norm().register_forward_hook(keep_final))
     patterns = adapter.sites("attn_pattern")
