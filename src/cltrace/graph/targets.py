@@ -178,5 +178,5 @@ def bias_values(
         handle.remove()
     x = torch.stack([cache[layer][0] for layer in range(L)]).float()
     feats = encoder_pre_activations(transcoder, x, feat_layer, feat_pos, feat_id)
-    logits = final["x"][0, -1].float() @ logit_vecs.T
+    logits = final["x"][0, -1].float().to(logit_vecs.device) @ logit_vecs.T  # a device map
     return torch.cat([feats, logits])

@@ -23,6 +23,7 @@ from torch import Tensor
 from cltrace.models.adapter import ModelAdapter
 from cltrace.models.families import get_path
 from cltrace.models.freeze import FrozenState
+from cltrace.models.offload import param
 
 
 class _NormT:
@@ -30,7 +31,7 @@ class _NormT:
     vector for LayerNorm; RMSNorms have no C)."""
 
     def __init__(self, kind: str, module: torch.nn.Module, inv: Tensor, device, dtype):
-        w = module.weight.detach().to(device, dtype)
+        w = param(module).detach().to(device, dtype)  # type: ignore[union-attr]
         self.w = 1.0 + w if kind == "gemma_rmsnorm" else w
         self.inv = inv.reshape(-1).to(device, dtype)  # [pos]
         self.center = kind == "layernorm"
@@ -65,8 +66,10 @@ def ov_weights(adapter: ModelAdapter, layer: int) -> tuple[Tensor, Tensor]:
     attn = get_path(adapter.block(layer), fam.attn)
     if fam.ov_kind == "fused_conv1d":
         D = adapter.d_model
-        return attn.c_attn.weight[:, 2 * D : 3 * D].detach(), attn.c_proj.weight.detach()
-    return attn.v_proj.weight.detach().T, attn.o_proj.weight.detach().T
+        qkv, out = param(attn.c_attn), param(attn.c_proj)
+        return qkv[:, 2 * D : 3 * D].detach(), out.detach()  # type: ignore[index,union-attr]
+    v, o = param(attn.v_proj), param(attn.o_proj)
+    return v.detach().T, o.detach().T  # type: ignore[union-attr]
 
 
 class FrozenTranspose:

@@ -20,9 +20,10 @@ import contextlib
 import json
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -229,6 +230,7 @@ def run_pie(
     stop_after: int | None = None,
     force: bool = False,
     world: World | None = None,
+    spread: Mapping[str, Any] | None = None,
 ) -> dict:
     """Run (or resume) stage I over the dataset and write the run directory; returns results.
 
@@ -240,6 +242,9 @@ def run_pie(
     processes) the prompts still to do are shared across ranks, each appending to its own
     ``records.rank<r>.jsonl``; rank 0 merges them, writes the results and returns them (the
     other ranks return ``{}``). The results equal a one-process run's.
+
+    ``spread``: ``load_model``'s ``device_map`` and ``offload_folder`` for a model too large
+    for one device; not part of the run's identity (the results are the same).
     """
     from cltrace.models import load_model
     from cltrace.paths import BUNDLED_CLT_DIR
@@ -253,8 +258,10 @@ def run_pie(
     if out.is_dir() and world.is_main:
         with RunLock(out):  # a directory in use fails now, not after the model has loaded
             pass
-    adapter = load_model(cfg.model)
-    transcoder = load_transcoder(cfg.transcoder or BUNDLED_CLT_DIR, model=adapter)
+    adapter = load_model(cfg.model, **(spread or {}))
+    transcoder = load_transcoder(
+        cfg.transcoder or BUNDLED_CLT_DIR, model=adapter, device=adapter.device
+    )
     pairs = _load_pairs(cfg, adapter)
     wanted = {**cfg.to_json(), "inputs": input_identity(cfg)}
     lock = RunLock(out) if world.is_main else contextlib.nullcontext()
