@@ -184,6 +184,8 @@ def main() -> None:
     syn_ms = f["synergy_k100_s_per_prompt"] * 1e3
     print(f"FAP-Synergy at K=100:                        {syn_ms:8.1f} ms"
           f"   ratio to FAP {f['synergy_over_fap']:.2f}")  # fmt: skip
+    extra = f["synergy_over_fap"] - 1.0  # what synergy adds on top of FAP, in FAP's time
+    print(f"   its overhead over FAP (pair and single effects): {extra:.2f}x FAP's time")
     if not args.skip_total and label == "bundled":
         t = bench_total(args.n, f["floor_s_per_prompt"], adapter)
         out["total"] = t

@@ -25,6 +25,9 @@ from cltrace.transcoders import CrossLayerTranscoder, SparseActivations, check_c
 from cltrace.transcoders.bind import bind_transcoder
 from cltrace.transcoders.hooknames import hook_site
 
+INPUT_KINDS = ("mlp_in", "resid_mid")
+"""Adapter sites a replacement model's features can read (see :func:`input_kind`)."""
+
 
 @dataclass
 class ReplacementState:
@@ -35,6 +38,8 @@ class ReplacementState:
     resid0: Float[Tensor, "pos d_model"]
     """Residual stream entering block 0 (token embeddings, plus position embeddings if any)."""
     mlp_in: Float[Tensor, "n_layers pos d_model"]
+    """What the features (and a skip connection) read at each layer: the MLP's input after its
+    norm, or for a ``hook_resid_mid`` transcoder the residual stream before it (``input_kind``)."""
     mlp_out: Float[Tensor, "n_layers pos d_model"]
     active: SparseActivations
     """Active feature occurrences, ordered by (layer, position, feature)."""
@@ -44,10 +49,19 @@ class ReplacementState:
     errors: Float[Tensor, "n_layers pos d_model"]
     """Real MLP output minus the transcoder's full output (features, bias, skip)."""
     logits: Float[Tensor, "pos d_vocab"]
+    input_kind: str = "mlp_in"
+    """The adapter site ``mlp_in`` holds (see :func:`input_kind`)."""
 
 
-def check_sites(transcoder: CrossLayerTranscoder, adapter: ModelAdapter | None = None) -> None:
-    """cltrace's replacement model needs features that read ``mlp_in`` and write ``mlp_out``.
+def input_kind(transcoder: CrossLayerTranscoder) -> str:
+    """The adapter site kind the features are encoded from: ``mlp_in`` (after the MLP's norm)
+    or ``resid_mid`` (the residual stream before it, ``hook_resid_mid`` transcoders)."""
+    return hook_site(transcoder.cfg.feature_input_hook).kind
+
+
+def check_sites(transcoder: CrossLayerTranscoder, adapter: ModelAdapter | None = None) -> str:
+    """cltrace's replacement model needs features that read ``mlp_in`` or ``resid_mid`` and
+    write ``mlp_out``; returns the input site kind (:func:`input_kind`).
 
     With ``adapter``, a transcoder reading the norm before its weight (``ln2.hook_normalized``)
     is first bound to the model (:func:`~cltrace.transcoders.bind.bind_transcoder`)."""
@@ -55,12 +69,14 @@ def check_sites(transcoder: CrossLayerTranscoder, adapter: ModelAdapter | None =
         bind_transcoder(transcoder, adapter)
     cfg = transcoder.cfg
     src, dst = hook_site(cfg.feature_input_hook), hook_site(cfg.feature_output_hook)
-    if src.kind != "mlp_in" or src.before_norm or src.pre_affine or dst.kind != "mlp_out":
+    if src.kind not in INPUT_KINDS or src.pre_affine or dst.kind != "mlp_out":
         raise CltraceError(
             f"the transcoder reads {cfg.feature_input_hook!r} and writes "
             f"{cfg.feature_output_hook!r}, but attribution needs features that read the MLP "
-            "input after its norm and write the MLP output; use such a transcoder."
+            "input (after its norm, or the residual stream before it) and write the MLP output; "
+            "use such a transcoder."
         )
+    return src.kind
 
 
 def active_occurrences(
@@ -131,16 +147,16 @@ def build_replacement(
 ) -> ReplacementState:
     """Run the prompt once and decompose every MLP output into features, bias, skip and error."""
     check_compatible(transcoder, adapter, names=False)  # loading already warned
-    check_sites(transcoder, adapter)
+    kind = check_sites(transcoder, adapter)
     if tokens.ndim == 1:
         tokens = tokens[None]
     if tokens.shape[0] != 1:
         raise CltraceError("build a replacement model from one prompt (batch size 1).")
-    sites = ["resid_pre.0", *adapter.sites("mlp_in"), *adapter.sites("mlp_out")]
+    sites = ["resid_pre.0", *adapter.sites(kind), *adapter.sites("mlp_out")]
     frozen = record_frozen(adapter, tokens, sites)
     c, logits = frozen.cache, frozen.logits[0].float()
     L = adapter.n_layers
-    mlp_in = torch.stack([c[f"mlp_in.{layer}"][0] for layer in range(L)]).float()
+    mlp_in = torch.stack([c[f"{kind}.{layer}"][0] for layer in range(L)]).float()
     mlp_out = torch.stack([c[f"mlp_out.{layer}"][0] for layer in range(L)]).float()
     active = active_occurrences(transcoder, mlp_in, zero_positions)
     feature_out = feature_writes(transcoder, active)
@@ -158,4 +174,5 @@ def build_replacement(
         skip_out=skip_out,
         errors=errors,
         logits=logits,
+        input_kind=kind,
     )

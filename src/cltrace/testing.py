@@ -56,6 +56,23 @@ def random_transcoder(
     return tc
 
 
+@torch.no_grad()
+def resid_mid_transcoder(
+    adapter: ModelAdapter, prompt: str = "w1 w2 w3 w4", **kwargs
+) -> CrossLayerTranscoder:
+    """:func:`random_transcoder` reading ``hook_resid_mid`` (the residual stream before the MLP's
+    norm), its encoder rescaled per layer so that pre-activations on ``prompt`` are O(1) (the
+    raw residual stream of a tiny model is far smaller than a norm's output)."""
+    tc = random_transcoder(adapter, **kwargs)
+    tc.cfg.feature_input_hook = "hook_resid_mid"
+    with adapter.cache(adapter.sites("resid_mid")) as c:
+        adapter(adapter.to_tokens(prompt))
+    for layer in range(adapter.n_layers):
+        size = c[f"resid_mid.{layer}"][0, 1:].float().norm(dim=-1).mean()
+        tc.W_enc[layer].mul_(adapter.d_model**0.5 / size)
+    return tc
+
+
 def save_model(adapter: ModelAdapter, directory: str | Path) -> Path:
     """Write an adapter's model and tokenizer as an HF directory that ``load_model`` reads."""
     directory = Path(directory)
@@ -79,4 +96,11 @@ def save_tiny_assets(
     return adapter, transcoder
 
 
-__all__ = ["TINY_FAMILIES", "random_transcoder", "save_model", "save_tiny_assets", "tiny_model"]
+__all__ = [
+    "TINY_FAMILIES",
+    "random_transcoder",
+    "resid_mid_transcoder",
+    "save_model",
+    "save_tiny_assets",
+    "tiny_model",
+]

@@ -76,7 +76,7 @@ def _intervened_targets(adapter, tc, graph, state, remove: dict):
             live_skip = tc.skip(_l, cache[_l]) - state.skip_out[_l][None]
             return state.mlp_out[_l][None] - delta_out[_l][None] + live_skip
 
-        hooks[f"mlp_in.{layer}"], hooks[f"mlp_out.{layer}"] = store, write
+        hooks[f"{state.input_kind}.{layer}"], hooks[f"mlp_out.{layer}"] = store, write
     final = {}
     h = adapter.final_norm().register_forward_hook(lambda m, a, o: final.__setitem__("x", o))
     try:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import torch
 
 from cltrace.interventions.spec import clean_state
-from cltrace.testing import random_transcoder, tiny_model
+from cltrace.testing import random_transcoder, resid_mid_transcoder, tiny_model
 
 PROMPT = "w3 w8 w1 w3 w8 w9"
 
 
 def make(family: str, n_layers: int = 3, kind: str = "clt", skip: bool = False, d: int = 24):
+    """``kind``: ``clt``, ``plt`` (per-layer), or ``clt_resid_mid`` (a CLT reading
+    ``hook_resid_mid``, the residual stream before the MLP's norm)."""
     adapter = tiny_model(family, n_layers=n_layers)
+    if kind == "clt_resid_mid":
+        return adapter, resid_mid_transcoder(adapter, d_features=d, skip=skip)
     tc = random_transcoder(adapter, d_features=d, cross_layer=kind == "clt", skip=skip)
     return adapter, tc
 

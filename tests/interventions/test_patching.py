@@ -13,6 +13,7 @@ from tests.interventions.helpers import PROMPT, active_occurrence, demeaned, mak
 
 SETUPS = [(f, "clt", False) for f in TINY_FAMILIES] + [
     ("llama", "clt", True), ("gpt2", "plt", True), ("gemma2", "plt", False),
+    ("llama", "clt_resid_mid", True), ("gemma2", "clt_resid_mid", False),
 ]  # fmt: skip
 
 

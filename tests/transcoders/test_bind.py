@@ -115,12 +115,14 @@ def test_a_transcoder_met_without_binding_is_bound_by_the_replacement_model():
     assert torch.equal(a.feature, b.feature) and torch.allclose(a.value, b.value)
 
 
-def test_resid_mid_and_gemma_raw_mlp_out_are_refused():
+def test_resid_mid_is_kept_as_it_is_and_gemma_raw_mlp_out_is_refused():
     adapter = tiny_model("gemma2")
     tc = random_transcoder(adapter, d_features=8)
     tc.cfg.feature_input_hook = "hook_resid_mid"
-    with pytest.raises(CltraceError, match="before the MLP's norm"):
-        bind_transcoder(tc, adapter)
+    W = [w.clone() for w in tc.W_enc]
+    assert bind_transcoder(tc, adapter) is tc
+    assert tc.cfg.feature_input_hook == "hook_resid_mid"
+    assert all(torch.equal(a, b) for a, b in zip(W, tc.W_enc, strict=True))
     tc.cfg.feature_input_hook = "mlp.hook_in"
     tc.cfg.feature_output_hook = "blocks.1.mlp.hook_out"
     with pytest.raises(CltraceError, match="post-feedforward norm"):

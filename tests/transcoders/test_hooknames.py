@@ -10,7 +10,8 @@ from cltrace.transcoders import hook_site, site_name
         ("ln2.hook_normalized", "mlp_in"),
         ("blocks.3.ln2.hook_normalized", "mlp_in"),
         ("mlp.hook_in", "mlp_in"),
-        ("hook_resid_mid", "mlp_in"),
+        ("hook_resid_mid", "resid_mid"),
+        ("blocks.4.hook_resid_mid", "resid_mid"),
         ("hook_mlp_out", "mlp_out"),
         ("blocks.11.mlp.hook_out", "mlp_out"),
     ],
@@ -18,11 +19,6 @@ from cltrace.transcoders import hook_site, site_name
 def test_hook_table(name, kind):
     assert hook_site(name).kind == kind
     assert site_name(name, 2) == f"{kind}.2"
-
-
-def test_resid_mid_is_flagged_before_norm():
-    assert hook_site("blocks.0.hook_resid_mid").before_norm
-    assert not hook_site("ln2.hook_normalized").before_norm
 
 
 def test_unknown_hook():

@@ -13,19 +13,32 @@ if TYPE_CHECKING:
 
 
 def load_model(
-    name_or_path: str | os.PathLike | None = None, device: str = "cpu", dtype: str = "float32"
+    name_or_path: str | os.PathLike | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    device_map: str | dict | None = None,
+    offload_folder: str | os.PathLike | None = None,
 ) -> ModelAdapter:
     """Load a causal LM: ``None`` for the bundled model, else a local directory or an HF id.
 
     ``device``: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; ``dtype``: ``float32``, ``bfloat16``
     or ``float16`` (short names ``fp32``, ``bf16``, ``fp16`` too). Returns the
     :class:`~cltrace.models.adapter.ModelAdapter` every other API function takes.
+
+    ``device_map`` (needs accelerate) spreads a model too large for one device: ``"auto"``,
+    ``"balanced"``, ``"sequential"``, or a dict of module name to device (``"disk"`` modules
+    go to ``offload_folder``); ``device`` is then unused. Results equal a one-device load's.
     """
     from cltrace.models import load_model as _load_model
+    from cltrace.models.offload import require_accelerate
     from cltrace.precision import parse_device, parse_dtype
 
     name = None if name_or_path is None else str(name_or_path)
-    return _load_model(name, device=parse_device(device), dtype=parse_dtype(dtype))
+    if device_map is not None:
+        require_accelerate("device_map")
+    folder = None if offload_folder is None else str(offload_folder)
+    return _load_model(name, device=parse_device(device), dtype=parse_dtype(dtype),
+                       device_map=device_map, offload_folder=folder)  # fmt: skip
 
 
 def load_transcoder(

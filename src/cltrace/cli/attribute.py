@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from cltrace.cli._apps import app
+from cltrace.cli._where import DEVICE_MAP_HELP, OFFLOAD_HELP
 
 
 @contextlib.contextmanager
@@ -92,6 +93,8 @@ def attribute_cmd(
     dtype: str = typer.Option(
         "float32", "--dtype", help="Weights and activations: float32, bfloat16 or float16."
     ),
+    device_map: str = typer.Option(None, "--device-map", help=DEVICE_MAP_HELP),
+    offload_folder: str = typer.Option(None, "--offload-folder", help=OFFLOAD_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object, not a summary."),
     allow_unk: bool = typer.Option(
         False, "--allow-unk", help="Read prompt words the tokenizer does not know as its unk token."
@@ -112,8 +115,11 @@ def attribute_cmd(
         raise UsageError(
             "pass exactly one of --prompt TEXT and --data FILE; see `cltrace attribute --help`."
         )
+    from cltrace.cli._where import parse_spread
+
     where = {"device": parse_device(device), "dtype": parse_dtype(dtype)}
     tc_opts = {**where, "lazy_decoder": lazy_decoders}
+    spread = parse_spread(device_map, offload_folder)  # {} without --device-map
     if token_nodes not in ("cltrace", "circuit-tracer"):
         raise UsageError(
             f"--token-nodes {token_nodes!r} is unknown; pass cltrace or circuit-tracer."
@@ -133,6 +139,7 @@ def attribute_cmd(
             allow_unk,
             t0,
             tc_opts,
+            spread,
         )
         return
     if not prompt.strip():  # before the model loads
@@ -146,7 +153,9 @@ def attribute_cmd(
     if chosen is not None and max_feature_nodes is not None:
         raise UsageError("--candidates and --max-feature-nodes both choose nodes; pass one.")
     with _output_folder(graph_paths(out)[0]):
-        adapter = load_model(model, **where)
+        adapter = load_model(model, **where, **spread)
+        if spread:  # the transcoder sits where cltrace keeps its tensors
+            tc_opts = {**tc_opts, "device": adapter.device}
         # a prompt or target the model cannot use is a usage error here (exit 2)
         check_inputs(adapter, prompt, targets, allow_unk, "--prompt", "--target", UsageError)
         tc = load_transcoder(transcoder or BUNDLED_CLT_DIR, model=adapter, **tc_opts)
@@ -179,15 +188,17 @@ def attribute_cmd(
     if as_json:
         typer.echo(json.dumps(report))
         return
+    # from the report: counting edges again would scan the dense adjacency twice more
     typer.echo(
-        f"graph: {full.n_nodes} nodes ({full.n_features} features, {full.n_logits} logits), "
-        f"{full.n_edges} edges; replacement {full.replacement_score:.3f}, "
-        f"completeness {full.completeness_score:.3f}, mean path length {paths.mean:.2f}"
+        f"graph: {report['n_nodes']} nodes ({report['n_features']} features, "
+        f"{report['n_logits']} logits), {report['n_edges']} edges; replacement "
+        f"{full.replacement_score:.3f}, completeness {full.completeness_score:.3f}, "
+        f"mean path length {paths.mean:.2f}"
     )
     typer.echo(
-        f"pruned: {pruned.n_nodes} nodes ({pruned.n_features} features), {pruned.n_edges} "
-        f"edges; replacement {pruned.replacement_score:.3f}, completeness "
-        f"{pruned.completeness_score:.3f}"
+        f"pruned: {report['pruned_n_nodes']} nodes ({report['pruned_n_features']} features), "
+        f"{report['pruned_n_edges']} edges; replacement {pruned.replacement_score:.3f}, "
+        f"completeness {pruned.completeness_score:.3f}"
     )
     typer.echo(f"wrote {path} ({report['seconds']:.1f} s)")
     typer.echo(f"view it: cltrace serve {shlex.quote(str(path))}")
@@ -207,6 +218,7 @@ def _attribute_file(
     allow_unk: bool,
     t0: float,
     tc_opts: dict,
+    spread: dict,
 ) -> None:
     """``--data``: one graph per prompt, this rank's share under torchrun."""
     from cltrace import dist
@@ -225,7 +237,9 @@ def _attribute_file(
     world = dist.start(str(device))
     try:
         with _output_folder(Path(out)):
-            adapter = load_model(model, **where)
+            adapter = load_model(model, **where, **spread)
+            if spread:
+                tc_opts = {**tc_opts, "device": adapter.device}
             tc = load_transcoder(transcoder or BUNDLED_CLT_DIR, model=adapter, **tc_opts)
             summary = attribute_prompts(
                 adapter, tc, items, out, world, node_threshold=node_threshold,

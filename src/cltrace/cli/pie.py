@@ -8,6 +8,7 @@ import time
 import typer
 
 from cltrace.cli._apps import app
+from cltrace.cli._where import DEVICE_MAP_HELP, OFFLOAD_HELP, parse_spread
 
 STAGES = ("prune", "interpret", "evaluate")
 SECONDS_PER_PROMPT = {"fap": 0.05, "fap_synergy": 0.35, "fap_signal": 0.05, "act_mag": 0.02,
@@ -143,6 +144,8 @@ def pie(
         "--lazy-decoders",
         help="Leave decoders on disk and read only the rows of active features (large CLTs).",
     ),
+    device_map: str = typer.Option(None, "--device-map", help=DEVICE_MAP_HELP + " Stage I."),
+    offload_folder: str = typer.Option(None, "--offload-folder", help=OFFLOAD_HELP),
 ) -> None:
     """Prune first: score every active feature occurrence, keep K, measure retained behaviour."""
     from pathlib import Path
@@ -184,6 +187,7 @@ def pie(
             "evaluate."
         )
     validate(cfg)
+    spread = parse_spread(device_map, offload_folder)
     _one_thread_for_the_bundled_model(model)
     from cltrace import dist
 
@@ -194,7 +198,7 @@ def pie(
     later = "interpret" in wanted or "evaluate" in wanted
     if not world.is_main:
         try:
-            run_pie(cfg, run_dir, force=force, world=world)
+            run_pie(cfg, run_dir, force=force, world=world, spread=spread)
             if later:
                 from cltrace.pie.stages import run_later_stages
 
@@ -229,7 +233,8 @@ def pie(
     try:
         with Progress(console=console, transient=True) as bar:
             job = bar.add_task("stage I: scoring prompts", total=None)
-            results = run_pie(cfg, run_dir, progress=progress, force=force, world=world)
+            results = run_pie(cfg, run_dir, progress=progress, force=force, world=world,
+                              spread=spread)  # fmt: skip
         n_now = results["n_prompts"] - (first[0] if first else 0)
         console.print(
             f"stage I (prune): {results['n_prompts']} prompts ({n_now} computed now) in "

@@ -31,12 +31,13 @@ class DirectGradients:
         self, adapter: ModelAdapter, transcoder: CrossLayerTranscoder, state: ReplacementState
     ):
         skip = None if transcoder.W_skip is None else list(transcoder.W_skip)
-        self.transpose = FrozenTranspose(adapter, state.frozen, skip)
+        self.transpose = FrozenTranspose(adapter, state.frozen, skip, input_kind=state.input_kind)
 
     def features(
         self, layer: int, pos: Int[Tensor, " b"], vecs: Float[Tensor, "b d"]
     ) -> tuple[Float[Tensor, "p b d"], Float[Tensor, "p b n_layers d"]]:
-        """One batch row per feature target (read ``vecs[i]`` at ``mlp_in[layer, pos[i]]``);
+        """One batch row per feature target (read ``vecs[i]`` at the feature input
+        ``state.mlp_in[layer, pos[i]]``);
         the outputs cover positions ``<= pos.max()``."""
         return self.transpose.backward(layer, pos, read=vecs, n_pos=int(pos.max()) + 1)
 

@@ -165,7 +165,7 @@ def bias_values(
                 out[:, :n_err] += state.errors[_l][:n_err].to(t.dtype)
             return out
 
-        hooks[f"mlp_in.{layer}"] = store
+        hooks[f"{state.input_kind}.{layer}"] = store
         hooks[f"mlp_out.{layer}"] = write
     final: dict[str, Tensor] = {}
     handle = adapter.final_norm().register_forward_hook(
@@ -178,5 +178,5 @@ def bias_values(
         handle.remove()
     x = torch.stack([cache[layer][0] for layer in range(L)]).float()
     feats = encoder_pre_activations(transcoder, x, feat_layer, feat_pos, feat_id)
-    logits = final["x"][0, -1].float() @ logit_vecs.T
+    logits = final["x"][0, -1].float().to(logit_vecs.device) @ logit_vecs.T  # a device map
     return torch.cat([feats, logits])

@@ -15,6 +15,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from cltrace.models.adapter import ModelAdapter
+from cltrace.replacement import input_kind
 from cltrace.transcoders import CrossLayerTranscoder
 from cltrace.transcoders.activations import ACTIVATIONS
 
@@ -28,12 +29,16 @@ def mlp_inputs(
     tokens: Int[Tensor, "batch pos"],
     layers: Sequence[int],
     attention_mask: Tensor | None = None,
+    kind: str = "mlp_in",
 ) -> dict[int, Float[Tensor, "batch pos d_model"]]:
-    """MLP inputs of the given layers (float32); the forward pass stops at the deepest one."""
+    """What the features of the given layers read (float32): the MLP inputs, or for
+    ``kind="resid_mid"`` the residual stream before the MLP's norm
+    (:func:`cltrace.replacement.input_kind` of the transcoder); the forward pass stops at the
+    deepest one."""
     layers = sorted(set(int(x) for x in layers))
-    with adapter.cache([f"mlp_in.{layer}" for layer in layers]) as cache:
-        adapter.run_until(tokens.to(adapter.device), f"mlp_in.{layers[-1]}", attention_mask)
-    return {layer: cache[f"mlp_in.{layer}"].float() for layer in layers}
+    with adapter.cache([f"{kind}.{layer}" for layer in layers]) as cache:
+        adapter.run_until(tokens.to(adapter.device), f"{kind}.{layers[-1]}", attention_mask)
+    return {layer: cache[f"{kind}.{layer}"].float() for layer in layers}
 
 
 def encode_subset(
@@ -66,7 +71,8 @@ def feature_activations(
     features: Sequence[FeatureKey],
 ) -> Float[Tensor, "batch pos K"]:
     """Activations of each listed feature at every position, in the order of ``features``."""
-    x = mlp_inputs(adapter, tokens, sorted({f[0] for f in features}))
+    layers = sorted({f[0] for f in features})
+    x = mlp_inputs(adapter, tokens, layers, kind=input_kind(transcoder))
     return encode_features(transcoder, x, features)
 
 

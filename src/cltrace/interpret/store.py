@@ -33,6 +33,7 @@ from cltrace.errors import CltraceError
 from cltrace.files import atomic_write_text
 from cltrace.interpret.features import FeatureKey, encode_features, mlp_inputs, pad_batch
 from cltrace.models.adapter import ModelAdapter
+from cltrace.replacement import input_kind
 from cltrace.transcoders import CrossLayerTranscoder
 
 
@@ -117,7 +118,7 @@ def scan_chunk_sets(
         batch = [rows[i] for i in idx]
         lengths = torch.tensor([len(r) for r in batch], device="cpu")  # beside the activations
         toks = pad_batch(batch, adapter.bos_token_id)
-        x = mlp_inputs(adapter, toks, layers)
+        x = mlp_inputs(adapter, toks, layers, kind=input_kind(transcoder))
         pos = torch.arange(toks.shape[1], device="cpu")
         valid = (pos[None, :] < lengths[:, None]) & (pos[None, :] > 0)
         n_tokens += int(valid.sum())

@@ -136,7 +136,7 @@ def constrained_hooks(
                 out = out + delta[_l] + live_skip
             return out.to(t.dtype)[None].expand_as(t)
 
-        hooks[f"mlp_in.{layer}"] = _recorder(live_in, layer)
+        hooks[f"{state.input_kind}.{layer}"] = _recorder(live_in, layer)
         hooks[f"mlp_out.{layer}"] = write
     return hooks
 
@@ -221,7 +221,7 @@ class _IterativeLayers:
     def hooks(self) -> dict[str, Hook]:
         hooks: dict[str, Hook] = {}
         for layer in range(self.start, self.end + 1):
-            hooks[f"mlp_in.{layer}"] = _recorder(self.live_in, layer)
+            hooks[f"{self.state.input_kind}.{layer}"] = _recorder(self.live_in, layer)
             hooks[f"mlp_out.{layer}"] = self._write(layer)
         return hooks
 

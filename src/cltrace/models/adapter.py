@@ -8,6 +8,8 @@ kind           what                                        shape
 resid_pre      residual stream entering block ``layer``    [batch, pos, d_model]
 resid_post     residual stream leaving block ``layer``     [batch, pos, d_model]
 attn_out       attention's write into the residual stream  [batch, pos, d_model]
+resid_mid      the input of the MLP's norm: the residual   [batch, pos, d_model]
+               stream between attention and MLP
 mlp_in         the MLP's input (after its norm)            [batch, pos, d_model]
 mlp_out        the MLP's write into the residual stream    [batch, pos, d_model]
 attn_pattern   attention probabilities                     [batch, head, q_pos, k_pos]
@@ -32,6 +34,7 @@ from torch import Tensor
 from cltrace.errors import CltraceError
 from cltrace.models import attention
 from cltrace.models.families import Family, family_for, get_path
+from cltrace.models.offload import execution_device, param, swapped_forward
 
 Hook = Callable[[Tensor], Tensor | None]
 
@@ -39,6 +42,7 @@ SITE_KINDS: tuple[str, ...] = (
     "resid_pre",
     "resid_post",
     "attn_out",
+    "resid_mid",
     "mlp_in",
     "mlp_out",
     "attn_pattern",
@@ -117,6 +121,11 @@ class ModelAdapter:
     # ------------------------------------------------------------------ sizes and weights
     @property
     def device(self) -> torch.device:
+        """Where cltrace keeps its tensors: the model's device, or for a model spread over
+        devices (``device_map``) the one its input embedding computes on. Hooks see their
+        site's value there, wherever the block runs."""
+        if getattr(self.hf_model, "hf_device_map", None):
+            return execution_device(self.hf_model.get_input_embeddings())
         return next(self.hf_model.parameters()).device
 
     @property
@@ -125,15 +134,15 @@ class ModelAdapter:
 
     @property
     def W_E(self) -> Float[Tensor, "d_vocab d_model"]:
-        return self.hf_model.get_input_embeddings().weight
+        return param(self.hf_model.get_input_embeddings())  # type: ignore[return-value]
 
     @property
     def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
-        return self.hf_model.get_output_embeddings().weight.T
+        return param(self.hf_model.get_output_embeddings()).T  # type: ignore[union-attr]
 
     @property
     def b_U(self) -> Float[Tensor, " d_vocab"] | None:
-        return getattr(self.hf_model.get_output_embeddings(), "bias", None)
+        return param(self.hf_model.get_output_embeddings(), "bias")
 
     def block(self, layer: int) -> torch.nn.Module:
         return self._blocks[layer]
@@ -347,13 +356,17 @@ class ModelAdapter:
     def _install(self, site: Site, fn: Hook) -> Callable[[], None]:
         """Attach ``fn`` at ``site``; returns the function that detaches it."""
         block = self._blocks[site.layer]
+        fn = self._on_home_device(fn)
         fam = self.family
         if site.kind == "attn_pattern":
             hooks = attention.pattern_hooks(get_path(block, fam.attn))
             hooks.append(fn)
             return lambda: hooks.remove(fn)
-        if site.kind in ("resid_pre", "mlp_in"):
-            module = block if site.kind == "resid_pre" else get_path(block, fam.mlp)
+        if site.kind in ("resid_pre", "resid_mid", "mlp_in"):
+            # resid_mid is read where the MLP's norm reads it, so substituting it changes what
+            # the MLP sees (like mlp_in), not the residual stream the block adds the MLP to
+            path = {"resid_mid": fam.mlp_in_norm, "mlp_in": fam.mlp}.get(site.kind)
+            module = block if path is None else get_path(block, path)
 
             def pre_hook(_mod, args, kwargs):
                 if args:
@@ -375,6 +388,24 @@ class ModelAdapter:
             return None if new is None else _with_first(output, new)
 
         return module.register_forward_hook(post_hook).remove
+
+    def _on_home_device(self, fn: Hook) -> Hook:
+        """``fn`` as it runs at a site of a block on another device than :attr:`device` (a
+        device map): it sees the value moved here, and the forward pass goes on with what it
+        returns (or the moved value itself, so gradients taken at what ``fn`` saw reach the
+        forward pass) moved back. Copies between devices are exact."""
+        if not getattr(self.hf_model, "hf_device_map", None):
+            return fn
+        home = self.device
+
+        def moved(t: Tensor) -> Tensor | None:
+            if t.device == home:
+                return fn(t)
+            here = t.to(home)
+            new = fn(here)
+            return (here if new is None else new).to(t.device)
+
+        return moved
 
     @contextlib.contextmanager
     def hooks(self, hooks: Mapping[str | Site, Hook]) -> Iterator[None]:
@@ -420,9 +451,9 @@ class ModelAdapter:
         if (add is None) == (replace is None):
             raise ValueError("patch takes exactly one of add= or replace=")
         if add is not None:
-            fn: Hook = lambda t: t + add.to(t.dtype)  # noqa: E731
+            fn: Hook = lambda t: t + add.to(t.device, t.dtype)  # noqa: E731
         else:
-            fn = lambda t: replace.to(t.dtype).expand_as(t)  # noqa: E731
+            fn = lambda t: replace.to(t.device, t.dtype).expand_as(t)  # noqa: E731
         with self.hooks({site: fn}):
             yield
 
@@ -447,14 +478,12 @@ class ModelAdapter:
 
             return forward
 
+        # the next block reads it where block `layer` would have written it
+        hidden = hidden.to(execution_device(self._blocks[layer]))
         blocks = self._blocks[: layer + 1]
-        try:
-            for j, block in enumerate(blocks):
-                block.forward = skipped(hidden if j == layer else None)
+        with swapped_forward([(b, skipped(hidden if j == layer else None))
+                              for j, b in enumerate(blocks)]):  # fmt: skip
             yield
-        finally:
-            for block in blocks:
-                block.__dict__.pop("forward", None)
 
     @torch.no_grad()
     def prompt_keys_values(
@@ -533,19 +562,16 @@ class ModelAdapter:
         last position, so do not cache those sites inside the block.
         """
         mlp = get_path(self._blocks[-1], self.family.mlp)
-        run = type(mlp).forward
+        run = mlp.forward  # accelerate's wrapper where it hooks the MLP (loads, moves)
 
         def last_only(x: Tensor, *args, **kwargs) -> Tensor:
-            y = run(mlp, x[:, -1:], *args, **kwargs)
+            y = run(x[:, -1:], *args, **kwargs)
             out = y.new_zeros(*x.shape[:-1], y.shape[-1])
             out[:, -1:] = y
             return out
 
-        try:
-            mlp.forward = last_only
+        with swapped_forward([(mlp, last_only)]):
             yield
-        finally:
-            mlp.__dict__.pop("forward", None)
 
     @contextlib.contextmanager
     def fused_activations(self) -> Iterator[None]:
@@ -560,14 +586,8 @@ class ModelAdapter:
         if not hasattr(self, "_gelu_new"):
             self._gelu_new = [m for m in self.hf_model.modules()
                               if isinstance(m, NewGELUActivation)]  # fmt: skip
-        mods = self._gelu_new
-        try:
-            for m in mods:
-                m.forward = fused
+        with swapped_forward([(m, fused) for m in self._gelu_new]):
             yield
-        finally:
-            for m in mods:
-                m.__dict__.pop("forward", None)
 
     def _forward_parameters(self) -> frozenset[str]:
         """The names the model's ``forward`` takes, read once (patched passes ask every call)."""

@@ -22,6 +22,7 @@ from torch import Tensor
 from cltrace.models import attention
 from cltrace.models.adapter import ModelAdapter
 from cltrace.models.families import get_path
+from cltrace.models.offload import param
 
 
 def _eps(norm: torch.nn.Module) -> float:
@@ -43,13 +44,16 @@ def inverse_scale(kind: str, norm: torch.nn.Module, x: Tensor) -> Float[Tensor, 
 def apply_norm(kind: str, norm: torch.nn.Module, x: Tensor, inv: Tensor) -> Tensor:
     """The norm's output with its ``1/scale`` given (linear in ``x`` when ``inv`` is constant)."""
     xf = x.float()
+    # a forward hook runs outside accelerate's loading of an offloaded norm: param() reads it
+    weight = param(norm).to(x.device)  # type: ignore[union-attr]
     if kind == "layernorm":
+        bias = param(norm, "bias")
         y = (xf - xf.mean(-1, keepdim=True)) * inv
-        y = y * norm.weight.float() + (norm.bias.float() if norm.bias is not None else 0.0)
+        y = y * weight.float() + (bias.to(x.device).float() if bias is not None else 0.0)
         return y.to(x.dtype)
     if kind == "gemma_rmsnorm":
-        return (xf * inv * (1.0 + norm.weight.float())).to(x.dtype)
-    return norm.weight * (xf * inv).to(x.dtype)
+        return (xf * inv * (1.0 + weight.float())).to(x.dtype)
+    return weight * (xf * inv).to(x.dtype)
 
 
 @dataclass
@@ -101,7 +105,7 @@ def record_frozen(
         handles.append(mod.register_forward_pre_hook(hook))
 
     def keep_final(_m, _args, out):
-        state.final_out = out.detach()
+        state.final_out = out.detach().to(adapter.device)  # where a device map puts the norm
 
     handles.append(adapter.final_norm().register_forward_hook(keep_final))
     patterns = adapter.sites("attn_pattern")
@@ -134,7 +138,7 @@ def frozen(adapter: ModelAdapter, state: FrozenState) -> Iterator[None]:
         hooks = attention.pattern_hooks(get_path(adapter.block(layer), adapter.family.attn))
 
         def pat_hook(p, _pat=pattern):
-            return _pat.to(p.dtype).expand_as(p)
+            return _pat.to(p.device, p.dtype).expand_as(p)
 
         hooks.insert(0, pat_hook)  # first, so other pattern hooks see the frozen pattern
         removers.append(lambda h=hooks, f=pat_hook: h.remove(f))

@@ -23,6 +23,7 @@ from torch import Tensor
 from cltrace.models.adapter import ModelAdapter
 from cltrace.models.families import get_path
 from cltrace.models.freeze import FrozenState
+from cltrace.models.offload import param
 
 
 class _NormT:
@@ -30,7 +31,7 @@ class _NormT:
     vector for LayerNorm; RMSNorms have no C)."""
 
     def __init__(self, kind: str, module: torch.nn.Module, inv: Tensor, device, dtype):
-        w = module.weight.detach().to(device, dtype)
+        w = param(module).detach().to(device, dtype)  # type: ignore[union-attr]
         self.w = 1.0 + w if kind == "gemma_rmsnorm" else w
         self.inv = inv.reshape(-1).to(device, dtype)  # [pos]
         self.center = kind == "layernorm"
@@ -47,6 +48,17 @@ class _NormT:
         return self._finish(g * self.w * self.inv[pos, None])
 
 
+class _Identity:
+    """Stands in for :class:`_NormT` where features read the residual stream itself
+    (``resid_mid``): their input is linear in it with no norm in between."""
+
+    def dense(self, g: Float[Tensor, "p b d"]) -> Float[Tensor, "p b d"]:
+        return g
+
+    def at(self, g: Float[Tensor, "b d"], pos: Int[Tensor, " b"]) -> Float[Tensor, "b d"]:
+        return g
+
+
 def ov_weights(adapter: ModelAdapter, layer: int) -> tuple[Tensor, Tensor]:
     """``(W_V [d_model, kv_heads * d_head], W_O [heads * d_head, d_model])`` of one layer, so that
     ``v = x @ W_V`` and attention's write is ``z @ W_O`` (biases left out)."""
@@ -54,8 +66,10 @@ def ov_weights(adapter: ModelAdapter, layer: int) -> tuple[Tensor, Tensor]:
     attn = get_path(adapter.block(layer), fam.attn)
     if fam.ov_kind == "fused_conv1d":
         D = adapter.d_model
-        return attn.c_attn.weight[:, 2 * D : 3 * D].detach(), attn.c_proj.weight.detach()
-    return attn.v_proj.weight.detach().T, attn.o_proj.weight.detach().T
+        qkv, out = param(attn.c_attn), param(attn.c_proj)
+        return qkv[:, 2 * D : 3 * D].detach(), out.detach()  # type: ignore[index,union-attr]
+    v, o = param(attn.v_proj), param(attn.o_proj)
+    return v.detach().T, o.detach().T  # type: ignore[union-attr]
 
 
 class FrozenTranspose:
@@ -73,9 +87,12 @@ class FrozenTranspose:
         frozen: FrozenState,
         skip: list[Tensor] | None = None,
         dtype: torch.dtype = torch.float32,
+        input_kind: str = "mlp_in",
     ):
-        """``skip``: per layer, a linear map ``W`` with ``mlp_out += mlp_in @ W.T`` (a
-        transcoder's skip connection; its transpose carries gradient into ``mlp_in``)."""
+        """``skip``: per layer, a linear map ``W`` with ``mlp_out += x @ W.T`` (a transcoder's
+        skip connection; its transpose carries gradient into ``x``). ``input_kind``: where
+        feature reads (and ``x``) sit, ``mlp_in`` (after the MLP's norm, whose frozen scale the
+        transpose applies) or ``resid_mid`` (the residual stream before it: no norm)."""
         fam, dev = adapter.family, adapter.device
         kind = fam.norm_kind
         self.n_layers, self.dtype, self.device = adapter.n_layers, dtype, dev
@@ -100,7 +117,7 @@ class FrozenTranspose:
             self.layers.append(
                 {
                     "attn_in": norm_t(fam.attn_in_norm),
-                    "mlp_in": norm_t(fam.mlp_in_norm),
+                    "mlp_in": _Identity() if input_kind == "resid_mid" else norm_t(fam.mlp_in_norm),
                     "attn_out": norm_t(fam.attn_out_norm) if fam.attn_out_norm else None,
                     "W_V_T": W_V_T,
                     # per query head, the transposed value projection it reads through
@@ -164,7 +181,8 @@ class FrozenTranspose:
     ) -> tuple[Float[Tensor, "p b d"], Float[Tensor, "p b n d"]]:
         """Gradients ``(at the block-0 input, at the MLP outputs)`` of the reads, per row.
 
-        Row ``i`` reads ``read[i]`` at layer ``layer``'s MLP input and/or ``post[i]`` at the
+        Row ``i`` reads ``read[i]`` at layer ``layer``'s feature input (MLP input or
+        ``resid_mid``, as constructed) and/or ``post[i]`` at the
         residual stream after that layer, both at position ``pos[i]``. The outputs cover
         positions ``< n_pos`` (default: the whole prompt; at least ``pos.max() + 1``) and the
         MLP outputs that can be nonzero: layers ``< layer``, or ``<= layer`` with ``post``.

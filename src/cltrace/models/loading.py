@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
-from cltrace.errors import CltraceError
+from cltrace.errors import CltraceError, UsageError
 from cltrace.models.adapter import ModelAdapter
 from cltrace.models.families import family_for
+from cltrace.models.offload import DEVICE_MAP_PRESETS, require_accelerate
 from cltrace.paths import BUNDLED_MODEL_DIR
 
 
@@ -19,15 +22,60 @@ def _looks_like_path(name: str) -> bool:
     return Path(name).expanduser().exists()
 
 
+DeviceMap = str | Mapping[str, str | int]
+
+
+def parse_device_map(value: DeviceMap | None, option: str = "--device-map") -> DeviceMap | None:
+    """A device map as a user writes it: a preset (``auto``, ``balanced``, ``balanced_low_0``,
+    ``sequential``), a JSON object ``{"module name": device}`` inline or in a ``.json`` file,
+    or a dict already. Devices are ``cpu``, ``disk``, ``cuda:N`` or a GPU index."""
+    if value is None or isinstance(value, Mapping):
+        return value
+    text = str(value).strip()
+    if text in DEVICE_MAP_PRESETS:
+        return text
+    if not text.startswith(("{", "[")):
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise UsageError(
+                f"{option} {value!r} is neither a preset ({', '.join(DEVICE_MAP_PRESETS)}) nor a "
+                "JSON file; pass one of those, or a JSON object of module name to device."
+            )
+        text = path.read_text()
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"{option} is not valid JSON ({exc.msg} at line {exc.lineno}); write an object "
+            'such as {"transformer.h.0": "cuda:0", "transformer.h.1": "cpu"}.'
+        ) from None
+    if not isinstance(parsed, dict) or not all(
+        isinstance(v, (str, int)) and not isinstance(v, bool) for v in parsed.values()
+    ):
+        raise UsageError(
+            f"{option} must map module names to devices (cpu, disk, cuda:N or a GPU index); "
+            f"got {type(parsed).__name__} {text[:80]!r}."
+        )
+    return parsed
+
+
 def load_model(
     name_or_path: str | Path | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    device_map: DeviceMap | None = None,
+    offload_folder: str | Path | None = None,
 ) -> ModelAdapter:
     """Load a causal LM and its tokenizer and wrap them in a :class:`ModelAdapter`.
 
     ``None`` means the model cltrace ships (trained by ``cltrace train model``). A string is a
     local HF-format directory if such a path exists (or looks like a path), else a hub id.
+
+    ``device_map`` (needs accelerate) spreads a model too large for one device over several,
+    as transformers' ``from_pretrained`` does: a preset such as ``"auto"`` or a dict of module
+    name to device (``"disk"`` offloads a module to ``offload_folder``). ``device`` is then
+    unused; activations are exact (only moved between devices) and cltrace keeps its own
+    tensors on the device of the input embedding.
     """
     from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -36,6 +84,7 @@ def load_model(
     from cltrace.files import read_json
     from cltrace.models import attention
 
+    spread = device_map_options(device_map, offload_folder)  # a bad map fails before loading
     # cltrace prints its own progress; transformers' per-load bars and notes are noise here
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
@@ -71,7 +120,7 @@ def load_model(
     attention.register()
     try:
         hf_model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, attn_implementation=attention.ATTN_IMPLEMENTATION
+            source, dtype=dtype, attn_implementation=attention.ATTN_IMPLEMENTATION, **spread
         )
     except (OSError, ValueError, SafetensorError) as exc:
         raise CltraceError(
@@ -85,7 +134,8 @@ def load_model(
             f"could not load the tokenizer of {source!r} ({_first_line(exc)}); check its "
             "tokenizer files (re-download or re-save the model with its tokenizer)."
         ) from exc
-    hf_model.to(device)
+    if not spread:  # a dispatched model stays where its map put it
+        hf_model.to(device)
     name = "cltrace-bundled" if name_or_path is None else str(name_or_path)
     return ModelAdapter(hf_model, tokenizer, name=name)
 
@@ -93,3 +143,24 @@ def load_model(
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0][:160]}" if text else type(exc).__name__
+
+
+def device_map_options(
+    device_map: DeviceMap | None, offload_folder: str | Path | None
+) -> dict[str, object]:
+    """``from_pretrained``'s keyword arguments for a device map (none without one), checked
+    before any weight is read."""
+    device_map = parse_device_map(device_map)
+    if device_map is None:
+        return {}
+    require_accelerate()
+    if isinstance(device_map, Mapping) and "disk" in device_map.values() and not offload_folder:
+        raise UsageError(
+            "the device map offloads modules to disk but names no folder for them; pass "
+            "--offload-folder DIR (offload_folder= in the API)."
+        )
+    options: dict[str, object] = {"device_map": dict(device_map) if isinstance(device_map, Mapping)
+                                  else device_map}  # fmt: skip
+    if offload_folder:
+        options["offload_folder"] = str(offload_folder)
+    return options

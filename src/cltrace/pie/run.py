@@ -20,9 +20,10 @@ import contextlib
 import json
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -184,15 +185,18 @@ def score_prompt(index: int, pair, adapter, transcoder, cfg: PieConfig) -> dict:
     return score_prompt_kept(index, pair, adapter, transcoder, cfg, every_set=False)[0]
 
 
-def load_inputs(cfg: PieConfig):
+def load_inputs(cfg: PieConfig, spread: Mapping[str, Any] | None = None):
     """The model and transcoder of a run, on its device and in its dtype (``cuda`` under
-    torchrun: this rank's GPU)."""
+    torchrun: this rank's GPU); ``spread``: ``load_model``'s ``device_map`` and
+    ``offload_folder`` (the transcoder then sits on the model's home device)."""
     from cltrace.models import load_model
     from cltrace.paths import BUNDLED_CLT_DIR
     from cltrace.precision import parse_dtype, rank_device
     from cltrace.transcoders import load_transcoder
 
-    adapter = load_model(cfg.model, device=rank_device(cfg.device), dtype=parse_dtype(cfg.dtype))
+    adapter = load_model(
+        cfg.model, device=rank_device(cfg.device), dtype=parse_dtype(cfg.dtype), **(spread or {})
+    )
     transcoder = load_transcoder(
         cfg.transcoder or BUNDLED_CLT_DIR,
         model=adapter,
@@ -266,6 +270,7 @@ def run_pie(
     stop_after: int | None = None,
     force: bool = False,
     world: World | None = None,
+    spread: Mapping[str, Any] | None = None,
 ) -> dict:
     """Run (or resume) stage I over the dataset and write the run directory; returns results.
 
@@ -277,6 +282,9 @@ def run_pie(
     processes) the prompts still to do are shared across ranks, each appending to its own
     ``records.rank<r>.jsonl``; rank 0 merges them, writes the results and returns them (the
     other ranks return ``{}``). The results equal a one-process run's.
+
+    ``spread``: ``load_model``'s ``device_map`` and ``offload_folder`` for a model too large
+    for one device; not part of the run's identity (the results are the same).
     """
     from cltrace.pie.results import aggregate, write_outputs
 
@@ -287,7 +295,7 @@ def run_pie(
     if out.is_dir() and world.is_main:
         with RunLock(out):  # a directory in use fails now, not after the model has loaded
             pass
-    adapter, transcoder = load_inputs(cfg)
+    adapter, transcoder = load_inputs(cfg, spread)
     pairs = _load_pairs(cfg, adapter)
     wanted = {**cfg.to_json(), "inputs": input_identity(cfg)}
     lock = RunLock(out) if world.is_main else contextlib.nullcontext()

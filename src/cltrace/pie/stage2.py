@@ -37,6 +37,7 @@ from cltrace.pie.stages import (
     read_kept_features,
 )
 from cltrace.precision import parse_device, parse_dtype
+from cltrace.replacement import input_kind
 
 
 @dataclass
@@ -86,12 +87,13 @@ def active_set(adapter, transcoder, run_cfg: dict) -> list[FeatureKey]:
     else:
         pairs = get_task(run_cfg["task"]).make_pairs(adapter, run_cfg["n"], seed=run_cfg["seed"])
     seen: set[FeatureKey] = set()
-    sites = adapter.sites("mlp_in")
+    kind = input_kind(transcoder)
+    sites = adapter.sites(kind)
     for pair in pairs:
         with adapter.cache(sites) as c:
             adapter(adapter.to_tokens(pair.clean))
         for layer in range(adapter.n_layers):
-            acts = transcoder.encode(layer, c[f"mlp_in.{layer}"][0, 1:])
+            acts = transcoder.encode(layer, c[f"{kind}.{layer}"][0, 1:])
             seen.update((layer, int(f)) for f in (acts > 0).any(0).nonzero().flatten().tolist())
     return sorted(seen)
 

@@ -3,7 +3,8 @@
 Reads ``config.json`` (model and transcoder), ``kept_features.json`` and ``descriptions.json``;
 writes ``scores.json`` (one entry per feature), ``scores_summary.json`` (mean, std and 95%
 bootstrap CI per metric, with the configuration) and refreshes ``report.html``. Progress is
-saved after each feature in ``scores.partial.json``, so an interrupted or failed run resumes
+saved in ``scores.partial.json`` after each block of features (after each feature with an LLM
+rater, whose endpoint may fail mid-block), so an interrupted or failed run resumes
 where it stopped while the earlier ``scores.json`` stays intact until the stage succeeds.
 
 Under torchrun the ranks share the features, in blocks of :data:`PREFETCH_CHUNK` (block ``b`` on
@@ -303,7 +304,8 @@ def _score_set(
     world: World,
 ) -> dict[str, dict]:
     """Score one set of features for ``path``, resuming entries with the same ``fp`` from it
-    and from its progress file; progress is saved after each feature, ``path`` is not touched.
+    and from its progress file; progress is saved after each block of features (each feature
+    with an LLM rater), ``path`` is not touched.
 
     The set is cut into blocks of :data:`PREFETCH_CHUNK` features, whose model passes are
     shared, and the natural-text scores are computed for every described feature of the set:
@@ -369,11 +371,13 @@ def _score_set(
                                    texts, natural, cfg)  # fmt: skip
                 for _, k in part:
                     scores[k] = {**done[k].to_json(), "config_id": fp}
-                    atomic_write_json(partial, _clean({x: scores[x] for x in saved
-                                                       if x in scores}))  # fmt: skip
-                    crash_point(world)
-                    if bar:
-                        bar.advance(job)
+                # once per part: rewriting the whole file after each feature made saving
+                # quadratic in the number of features
+                atomic_write_json(partial, _clean({x: scores[x] for x in saved
+                                                   if x in scores}))  # fmt: skip
+                crash_point(world)
+                if bar:
+                    bar.advance(job, len(part))
     return scores
 
 

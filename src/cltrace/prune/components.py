@@ -29,7 +29,7 @@ from cltrace.errors import CltraceError
 from cltrace.models.adapter import ModelAdapter
 from cltrace.prune.resume import Recorder, RowOrigins, RowStates, per_row_bytes
 from cltrace.prune.writes import CPU, DeltaWrites
-from cltrace.replacement import active_occurrences, check_sites
+from cltrace.replacement import active_occurrences, check_sites, input_kind
 from cltrace.tasks.pairs import PromptPair
 from cltrace.transcoders import CrossLayerTranscoder, check_compatible
 
@@ -328,7 +328,7 @@ def compute_components(
     if policy not in POLICIES:
         raise CltraceError(f"unknown ablation policy {policy!r}; use one of {POLICIES}.")
     check_compatible(transcoder, adapter, names=False)  # loading already warned
-    check_sites(transcoder, adapter)
+    kind = check_sites(transcoder, adapter)  # features read mlp_in or resid_mid
     clean = adapter.to_tokens(pair.clean)
     corrupt = adapter.to_tokens(pair.corrupt)
     if clean.shape != corrupt.shape:
@@ -339,7 +339,7 @@ def compute_components(
     answers = tuple(adapter.single_token_id(t) for t in pair.answers)
     wrongs = tuple(adapter.single_token_id(t) for t in pair.wrong_answers)
     answer, wrong = answers[0], wrongs[0]
-    sites = adapter.sites("mlp_in")
+    sites = adapter.sites(kind)
     clean_logits, x_clean, grads = _clean_pass(
         adapter,
         transcoder,
@@ -417,7 +417,7 @@ def _clean_pass(
 
         return fn
 
-    hooks = {f"mlp_in.{layer}": store_in(layer) for layer in range(L)}
+    hooks = {f"{input_kind(transcoder)}.{layer}": store_in(layer) for layer in range(L)}
     with torch.enable_grad():
         if mode == "direct":
             hooks.update({f"mlp_out.{layer}": leaf_out(layer) for layer in range(L)})

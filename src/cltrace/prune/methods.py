@@ -154,7 +154,7 @@ class ScoreContext:
         masks = torch.zeros(len(sets), self.n_units, dtype=torch.bool, device=CPU)
         for i, s in enumerate(sets):
             masks[i, s] = True
-        return masks[:, self.groups]
+        return masks if self.config.unit == "occurrence" else masks[:, self.groups]
 
     def removal_effect(self, sets: list[Tensor]) -> Float[Tensor, " b"]:
         """``M(S)`` for each set of units (real patched forward passes, batched)."""

@@ -1,8 +1,9 @@
 """Feature activations on texts: per token, and pooled to one score per sequence.
 
-The model runs on the texts, ``mlp_in.<layer>`` is read, and the CLT's own activation function
-(JumpReLU with its real thresholds, ReLU or TopK) gives the feature values, i.e. the hook and
-activation the transcoder was trained with (PIE's helper used the residual stream after the
+The model runs on the texts, what the features read is taken (``mlp_in.<layer>``, or
+``resid_mid.<layer>`` for such transcoders), and the CLT's own activation function (JumpReLU
+with its real thresholds, ReLU or TopK) gives the feature values, i.e. the hook and activation
+the transcoder was trained with (PIE's helper used the residual stream after the
 block and a plain ReLU; see docs/METHODS.md §40).
 
 Texts are batched by token length and right-padded. Under causal attention no real token can
@@ -23,6 +24,7 @@ from jaxtyping import Float
 from cltrace.errors import CltraceError
 from cltrace.interpret.features import encode_subset, mlp_inputs
 from cltrace.models.adapter import ModelAdapter
+from cltrace.replacement import input_kind
 from cltrace.transcoders import CrossLayerTranscoder
 
 Feature = tuple[int, int]
@@ -102,7 +104,8 @@ def iter_token_activations(
             # an all-ones mask only silences transformers' padding warning: with causal attention
             # no real token sees the right padding, masked or not
             tokens = tokens.to(adapter.device)
-            x = mlp_inputs(adapter, tokens, list(by_layer), torch.ones_like(tokens))
+            x = mlp_inputs(adapter, tokens, list(by_layer), torch.ones_like(tokens),
+                           input_kind(transcoder))
             for layer, cols in by_layer.items():
                 ids = [features[j][1] for j in cols]
                 vals = encode_subset(transcoder, layer, x[layer], ids)

@@ -2,10 +2,10 @@
 
 Setting feature ``(l, f)`` to ``v`` at a position changes every MLP output it writes to,
 ``s = l .. l + n_out - 1``, by ``(v - a(t)) W_dec^{l -> s}[f]``, where ``a(t)`` is the value the
-feature has there in this very forward pass (read from ``mlp_in.l``, which the clamp itself
-cannot change: it acts from layer ``l``'s MLP output on). Everything else stays the real model,
-including the transcoder's reconstruction error. The edit is the same at every position, so it
-is exact under the key-value cache of ``generate``.
+feature has there in this very forward pass (read from ``mlp_in.l``, or ``resid_mid.l``, which
+the clamp itself cannot change: it acts from layer ``l``'s MLP output on). Everything else stays
+the real model, including the transcoder's reconstruction error. The edit is the same at every
+position, so it is exact under the key-value cache of ``generate``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from torch import Tensor
 
 from cltrace.interpret.features import encode_subset
 from cltrace.models.adapter import Hook, ModelAdapter
+from cltrace.replacement import input_kind
 from cltrace.transcoders import CrossLayerTranscoder
 
 
@@ -39,7 +40,7 @@ def clamp_hooks(
         state["a"] = encode_subset(transcoder, layer, x, [feature])[..., 0]
         return None
 
-    hooks: dict[str, Hook] = {f"mlp_in.{layer}": read}
+    hooks: dict[str, Hook] = {f"{input_kind(transcoder)}.{layer}": read}
     for k in range(rows.shape[0]):
 
         def write(t: Tensor, _w: Tensor = rows[k]) -> Tensor:
@@ -82,7 +83,7 @@ def clamp_rows_hooks(
             state[layer] = a
             return None
 
-        hooks[f"mlp_in.{layer}"] = read
+        hooks[f"{input_kind(transcoder)}.{layer}"] = read
         for k in range(next(iter(dec.values())).shape[0]):
             writes.setdefault(layer + k, []).append((layer, k, groups, dec))
 

@@ -15,9 +15,10 @@ folds that map into the encoder (and the skip connection), which is exact whenev
 entry is zero; after it the transcoder reads ``mlp.hook_in`` and every stage works unchanged.
 
 ``hook_resid_mid`` (the residual stream before the norm) is not an affine function of ``mlp_in``
-(the norm's scale varies by position), and Gemma-2's ``mlp.hook_out`` is the MLP's output before
-the post-feedforward norm, while cltrace replaces what the block adds to the residual stream;
-:func:`bind_transcoder` refuses both with one sentence.
+(the norm's scale varies by position), so nothing is folded: such a transcoder keeps its file's
+weights and every stage reads its features at the adapter's ``resid_mid`` site. Gemma-2's
+``mlp.hook_out`` is the MLP's output before the post-feedforward norm, while cltrace replaces
+what the block adds to the residual stream; :func:`bind_transcoder` refuses it with one sentence.
 """
 
 from __future__ import annotations
@@ -61,19 +62,14 @@ def _check_output_hook(tc: CrossLayerTranscoder, adapter) -> None:
 def bind_transcoder(tc: CrossLayerTranscoder, adapter) -> CrossLayerTranscoder:
     """Make ``tc`` read the adapter's ``mlp_in`` site, folding the norm's affine map if needed.
 
-    Transcoders that already read ``mlp.hook_in`` (or ``hook_mlp_in``) are returned as they are;
+    Transcoders that already read ``mlp.hook_in`` (or ``hook_mlp_in``) or ``hook_resid_mid`` are
+    returned as they are;
     ``ln2.hook_normalized`` ones are changed in place (see the module docstring) and their
     config then says ``mlp.hook_in``.
     """
     _check_output_hook(tc, adapter)
     name = tc.cfg.feature_input_hook
     site = hook_site(name)
-    if site.before_norm:
-        raise CltraceError(
-            f"the transcoder reads {name!r}, the residual stream before the MLP's norm, which "
-            "cltrace's replacement model cannot read exactly yet; use a transcoder that reads "
-            "'ln2.hook_normalized' or 'mlp.hook_in'."
-        )
     if not site.pre_affine:
         return tc
     for layer in range(tc.n_layers):

@@ -59,17 +59,24 @@ def pack_texts(model, texts: list[str], n_ctx: int) -> tuple[Int[Tensor, "R n_ct
 
 @torch.no_grad()
 def harvest(
-    model, rows: Int[Tensor, "R T"], valid: Bool[Tensor, "R T"], batch_rows: int = 32
+    model,
+    rows: Int[Tensor, "R T"],
+    valid: Bool[Tensor, "R T"],
+    batch_rows: int = 32,
+    input_kind: str = "mlp_in",
 ) -> tuple[Float[Tensor, "N L D"], Float[Tensor, "N L D"]]:
-    """MLP inputs and outputs of every layer at every valid position, ``(x, y)`` [N, L, D]."""
+    """MLP inputs and outputs of every layer at every valid position, ``(x, y)`` [N, L, D].
+
+    ``input_kind``: the site ``x`` is read at (``resid_mid`` for transcoders reading the
+    residual stream before the MLP's norm)."""
     L = model.n_layers
-    sites = [f"mlp_in.{i}" for i in range(L)] + [f"mlp_out.{i}" for i in range(L)]
+    sites = [f"{input_kind}.{i}" for i in range(L)] + [f"mlp_out.{i}" for i in range(L)]
     xs, ys = [], []
     for start in range(0, len(rows), batch_rows):
         tokens = rows[start : start + batch_rows].to(model.device)
         mask = valid[start : start + batch_rows].to(model.device)
         with model.cache(sites) as cache:
             model(tokens, attention_mask=mask.long())
-        xs.append(torch.stack([cache[f"mlp_in.{i}"][mask] for i in range(L)], 1).float().cpu())
+        xs.append(torch.stack([cache[s][mask] for s in sites[:L]], 1).float().cpu())
         ys.append(torch.stack([cache[f"mlp_out.{i}"][mask] for i in range(L)], 1).float().cpu())
     return torch.cat(xs), torch.cat(ys)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from cltrace.transcoders.clt import CrossLayerTranscoder
 from cltrace.transcoders.data import harvest, pack_texts
+from cltrace.transcoders.hooknames import hook_site
 
 
 @dataclass
@@ -59,11 +60,17 @@ def reconstruction_stats(tc: CrossLayerTranscoder, x, y, batch: int = 4096):
     return (err / total).tolist(), (l0 / len(x)).tolist(), alive
 
 
-def replacement_hooks(tc: CrossLayerTranscoder) -> dict:
-    """Adapter hooks that swap every ``mlp_out.l`` for the reconstruction from live ``mlp_in``.
+def _input_kind(tc: CrossLayerTranscoder) -> str:
+    """The adapter site the features read (the hook table's kind of the input hook)."""
+    return hook_site(tc.cfg.feature_input_hook).kind
 
-    The CLT output at layer l needs the features of layers <= l, computed from the MLP inputs of
-    *this* (replaced) forward pass; the ``mlp_in`` hooks record them as the pass goes.
+
+def replacement_hooks(tc: CrossLayerTranscoder) -> dict:
+    """Adapter hooks that swap every ``mlp_out.l`` for the reconstruction from the live input.
+
+    The CLT output at layer l needs the features of layers <= l, computed from the inputs
+    (``mlp_in`` or ``resid_mid``, :func:`_input_kind`) of *this* (replaced) forward pass; the
+    input hooks record them as the pass goes.
     """
     acts: dict[int, torch.Tensor] = {}
     xs: dict[int, torch.Tensor] = {}
@@ -83,7 +90,7 @@ def replacement_hooks(tc: CrossLayerTranscoder) -> dict:
 
         return fn
 
-    hooks = {f"mlp_in.{i}": read(i) for i in range(tc.n_layers)}
+    hooks = {f"{_input_kind(tc)}.{i}": read(i) for i in range(tc.n_layers)}
     hooks.update({f"mlp_out.{i}": write(i) for i in range(tc.n_layers)})
     return hooks
 
@@ -113,7 +120,7 @@ def evaluate_transcoder(
     rows, valid = pack_texts(model, texts, n_ctx)
     keep = int((valid.sum(1).cumsum(0) < n_tokens).sum()) + 1
     rows, valid = rows[:keep], valid[:keep]
-    x, y = harvest(model, rows, valid)
+    x, y = harvest(model, rows, valid, input_kind=_input_kind(tc))
     fvu, l0, alive = reconstruction_stats(tc, x, y)
     agreement, kl = replacement_scores(model, tc, rows, valid)
     return EvalReport(
@@ -126,7 +133,7 @@ def evaluate_transcoder(
 @torch.no_grad()
 def active_occurrences(model, tc: CrossLayerTranscoder, prompts: list[str]) -> list[int]:
     """Number of active (layer, position, feature) occurrences on each prompt."""
-    sites = [f"mlp_in.{i}" for i in range(tc.n_layers)]
+    sites = [f"{_input_kind(tc)}.{i}" for i in range(tc.n_layers)]
     counts = []
     for p in prompts:
         with model.cache(sites) as cache:

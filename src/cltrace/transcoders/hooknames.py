@@ -2,13 +2,17 @@
 to cltrace adapter sites.
 
 A transcoder file names where its features read and write with TransformerLens strings such as
-``blocks.3.mlp.hook_in``; the model adapter calls those places ``mlp_in.3`` and ``mlp_out.3``.
+``blocks.3.mlp.hook_in``; the model adapter calls those places ``mlp_in.3`` and ``mlp_out.3``
+(``resid_mid.3`` for ``hook_resid_mid``).
 Everything that needs the translation goes through :func:`hook_site`. The names mean what they
 mean in TransformerLens: ``ln2.hook_normalized`` is the MLP's norm *before* its weight and bias
 (flagged ``pre_affine``), ``mlp.hook_in`` the norm's output, ``hook_resid_mid`` the residual
-stream before the norm, ``hook_mlp_out`` what the block's MLP adds to the residual stream, and
+stream before the MLP's norm (the adapter's ``resid_mid`` site: features read it raw, no
+norm folded in, and a local replacement model reads them linearly in the residual stream),
+``hook_mlp_out`` what the block's MLP adds to the residual stream, and
 ``mlp.hook_out`` the MLP module's output (on Gemma-2 before the post-feedforward norm).
-:mod:`cltrace.transcoders.bind` turns a transcoder into one reading ``mlp_in`` exactly.
+:mod:`cltrace.transcoders.bind` turns an ``ln2.hook_normalized`` transcoder into one reading
+``mlp_in`` exactly; every stage reads a transcoder's features at ``hook_site(...).kind``.
 """
 
 from __future__ import annotations
@@ -24,11 +28,7 @@ class HookSite:
     """Where a TransformerLens hook sits, in adapter terms."""
 
     kind: str
-    """Adapter site kind: ``mlp_in`` or ``mlp_out``."""
-    before_norm: bool = False
-    """True when the hook reads the residual stream *before* the MLP's norm (``hook_resid_mid``);
-    the adapter's ``mlp_in`` is after the norm, so a caller must re-normalise or feed
-    ``resid_pre + attn_out`` instead."""
+    """Adapter site kind: ``mlp_in``, ``resid_mid`` (inputs) or ``mlp_out`` (outputs)."""
     pre_affine: bool = False
     """True when the hook reads the MLP's norm after normalising but before its weight and bias
     (``ln2.hook_normalized``); :func:`cltrace.transcoders.bind.bind_transcoder` folds the
@@ -43,7 +43,7 @@ HOOK_TABLE: dict[str, HookSite] = {
     "ln2.hook_normalized": HookSite("mlp_in", pre_affine=True),
     "mlp.hook_in": HookSite("mlp_in"),
     "hook_mlp_in": HookSite("mlp_in"),
-    "hook_resid_mid": HookSite("mlp_in", before_norm=True),
+    "hook_resid_mid": HookSite("resid_mid"),
     "hook_mlp_out": HookSite("mlp_out"),
     "mlp.hook_out": HookSite("mlp_out", before_post_norm=True),
 }

@@ -1,0 +1,62 @@
+"""``--device-map`` on ``cltrace attribute`` and ``cltrace pie``: the tiny model with its second
+block offloaded to disk by accelerate writes the graph and the stage-I results of the whole
+model; a bad map is a usage error."""
+
+import json
+
+import pytest
+
+from tests.cli.conftest import expect_error, tiny_opts
+from tests.cli.test_attribute_batch import _graph
+
+pytest.importorskip("accelerate")
+
+# the saved tiny GPT-2 of the `tiny` fixture has two blocks; its unembedding is tied to the
+# embedding, so it stays with it
+DISK_MAP = {"transformer.wte": "cpu", "transformer.wpe": "cpu", "transformer.drop": "cpu",
+            "transformer.h.0": "cpu", "transformer.h.1": "disk", "transformer.ln_f": "disk",
+            "lm_head": "cpu"}  # fmt: skip
+
+
+@pytest.fixture
+def map_file(tmp_path):
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps(DISK_MAP))
+    return path
+
+
+def test_attribute_with_a_device_map_writes_the_whole_models_graph(cli, tiny, tmp_path, map_file):
+    args = ["attribute", *tiny_opts(tiny), "--prompt", "w1 w2 w3 w4 w2"]
+    done = cli(*args, "--out", tmp_path / "one" / "g.json")
+    assert done.returncode == 0, done.stderr
+    done = cli(*args, "--out", tmp_path / "map" / "g.json", "--device-map", map_file,
+               "--offload-folder", tmp_path / "offload")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    want, got = _graph(tmp_path / "one" / "g.json"), _graph(tmp_path / "map" / "g.json")
+    assert got["links"] == want["links"] and got["nodes"] == want["nodes"]
+    assert len(want["links"]) > 0
+
+
+def test_pie_with_a_device_map_gives_the_whole_models_results(cli, tiny, tmp_path, map_file):
+    args = ["pie", *tiny_opts(tiny), "--data", tiny / "pairs.json", "--budgets", "2,4",
+            "--methods", "fap,random", "--stages", "prune", "--force"]  # fmt: skip
+    done = cli(*args, "--out", tmp_path / "one")
+    assert done.returncode == 0, done.stderr
+    inline = json.dumps(DISK_MAP)  # the map inline this time
+    done = cli(*args, "--out", tmp_path / "map", "--device-map", inline, "--offload-folder",
+               tmp_path / "offload")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for name in ("results.json", "kept_features.json"):
+        want = json.loads((tmp_path / "one" / name).read_text())
+        assert json.loads((tmp_path / "map" / name).read_text()) == want, name
+
+
+def test_bad_device_maps_are_usage_errors(cli, tiny, tmp_path, map_file):
+    args = ["attribute", *tiny_opts(tiny), "--prompt", "w1 w2", "--out", tmp_path / "g.json"]
+    expect_error(cli(*args, "--device-map", "everywhere"), 2, "--device-map", "preset")
+    expect_error(cli(*args, "--device-map", "{h.0: cpu}"), 2, "not valid JSON")
+    expect_error(cli(*args, "--device-map", map_file), 2, "--offload-folder")
+    expect_error(cli(*args, "--offload-folder", tmp_path), 2, "only serves --device-map")
+    pie = ["pie", *tiny_opts(tiny), "--data", tiny / "pairs.json", "--out", tmp_path / "r"]
+    expect_error(cli(*pie, "--device-map", "[1, 2]"), 2, "module names to devices")
+    assert not (tmp_path / "r").exists() and not (tmp_path / "g.json").exists()
