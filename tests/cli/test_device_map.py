@@ -60,3 +60,29 @@ def test_bad_device_maps_are_usage_errors(cli, tiny, tmp_path, map_file):
     pie = ["pie", *tiny_opts(tiny), "--data", tiny / "pairs.json", "--out", tmp_path / "r"]
     expect_error(cli(*pie, "--device-map", "[1, 2]"), 2, "module names to devices")
     assert not (tmp_path / "r").exists() and not (tmp_path / "g.json").exists()
+
+
+@pytest.mark.slow
+def test_pie_stages_two_and_three_with_a_device_map_write_the_whole_models_files(
+    cli, tiny, tmp_path, map_file
+):
+    args = ["pie", *tiny_opts(tiny), "--data", tiny / "pairs.json", "--budgets", "2",
+            "--methods", "fap,random", "--force"]  # fmt: skip
+    done = cli(*args, "--stages", "prune", "--out", tmp_path / "one")
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "map").mkdir()
+    for name in ("config.json", "records.jsonl", "results.json", "kept_features.json",
+                 "behaviour.json"):  # stage I as the whole model wrote it  # fmt: skip
+        if (tmp_path / "one" / name).exists():
+            (tmp_path / "map" / name).write_bytes((tmp_path / "one" / name).read_bytes())
+    later = ["--stages", "interpret,evaluate"]
+    done = cli(*args, *later, "--out", tmp_path / "one")
+    assert done.returncode == 0, done.stderr
+    done = cli(*args, *later, "--out", tmp_path / "map", "--device-map", map_file,
+               "--offload-folder", tmp_path / "offload")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for name in ("descriptions.json", "scores.json", "scores_summary.json"):
+        want = json.loads((tmp_path / "one" / name).read_text())
+        assert json.loads((tmp_path / "map" / name).read_text()) == want, name
+    scores = json.loads((tmp_path / "one" / "scores.json").read_text())
+    assert len(scores) >= 1

@@ -16,18 +16,19 @@ from cltrace.retention import evaluate_kept
 from .conftest import PAIR, dense_writes
 
 
-def _metric_with_patch(comps, tc, patch_by_layer, freeze_mlps=False):
+def _metric_with_patch(comps, tc, patch_by_layer, freeze_mlps=False, kind="mlp_in"):
     """Metric of the clean run with ``y_s <- y_s - patch[s]``.
 
     With ``freeze_mlps`` this is the model the direct FAP differentiates: attention patterns and
     norm scales frozen, every MLP held at its clean output except for a transcoder skip path,
-    which stays live (``y_s = y_clean - skip(x_clean) + skip(x) - patch``).
+    which stays live (``y_s = y_clean - skip(x_clean) + skip(x) - patch``) and reads the site
+    ``kind`` (``resid_mid`` for transcoders reading the residual stream before the norm).
     """
     adapter = comps.adapter
     L = adapter.n_layers
     with (
         torch.no_grad(),
-        adapter.cache(adapter.sites("mlp_out") + adapter.sites("mlp_in")) as clean,
+        adapter.cache(adapter.sites("mlp_out") + adapter.sites(kind)) as clean,
     ):
         adapter(comps.tokens)
     state = record_frozen(adapter, comps.tokens)  # before any patch is active
@@ -35,10 +36,10 @@ def _metric_with_patch(comps, tc, patch_by_layer, freeze_mlps=False):
     hooks = {}
     for s in range(L):
         if freeze_mlps:
-            hooks[f"mlp_in.{s}"] = lambda t, s=s: ins.__setitem__(s, t)
+            hooks[f"{kind}.{s}"] = lambda t, s=s: ins.__setitem__(s, t)
             hooks[f"mlp_out.{s}"] = lambda t, s=s: (
                 clean[f"mlp_out.{s}"]
-                - tc.skip(s, clean[f"mlp_in.{s}"]).to(t.dtype)
+                - tc.skip(s, clean[f"{kind}.{s}"]).to(t.dtype)
                 + tc.skip(s, ins[s]).to(t.dtype)
                 - patch_by_layer[s]
             )

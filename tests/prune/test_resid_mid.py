@@ -6,7 +6,6 @@ components' stored writes), so the check is independent of how stage I stores th
 import pytest
 import torch
 
-from cltrace.models.freeze import frozen, record_frozen
 from cltrace.prune import (
     PruneConfig,
     ScoreContext,
@@ -19,6 +18,7 @@ from cltrace.retention import evaluate_kept
 from cltrace.testing import resid_mid_transcoder, tiny_model
 
 from .conftest import PAIR
+from .test_fap import _metric_with_patch
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama", "gemma2"])
@@ -40,33 +40,8 @@ def _patch(comps, tc, o, scale):
 
 
 def _metric(comps, tc, patch, freeze_mlps=False):
-    """Metric of the real clean run with ``y_s <- y_s - patch[s]``; with ``freeze_mlps``, the
-    model direct FAP differentiates: patterns and norm scales frozen, every MLP at its clean
-    output except the skip path, which reads the live residual stream before the MLP's norm."""
-    adapter = comps.adapter
-    sites = adapter.sites("mlp_out") + adapter.sites("resid_mid")
-    with torch.no_grad(), adapter.cache(sites) as clean:
-        adapter(comps.tokens)
-    state = record_frozen(adapter, comps.tokens)
-    live, hooks = {}, {}
-    for s in range(adapter.n_layers):
-        if freeze_mlps:
-            hooks[f"resid_mid.{s}"] = lambda t, s=s: live.__setitem__(s, t)
-            hooks[f"mlp_out.{s}"] = lambda t, s=s: (
-                clean[f"mlp_out.{s}"]
-                - tc.skip(s, clean[f"resid_mid.{s}"]).to(t.dtype)
-                + tc.skip(s, live[s]).to(t.dtype)
-                - patch[s]
-            )
-        else:
-            hooks[f"mlp_out.{s}"] = lambda t, s=s: t - patch[s]
-    with torch.no_grad(), adapter.hooks(hooks):
-        if freeze_mlps:
-            with frozen(adapter, state):
-                logits = adapter(comps.tokens)
-        else:
-            logits = adapter(comps.tokens)
-    return float(comps.metric(logits[0, -1].double()))
+    """The real clean run with the patch taken off, the skip path reading ``resid_mid``."""
+    return _metric_with_patch(comps, tc, patch, freeze_mlps, kind="resid_mid")
 
 
 def test_full_fap_equals_a_finite_difference_of_the_real_patched_run(setup):

@@ -11,11 +11,12 @@ from cltrace.cli._apps import app
 from cltrace.cli._where import DEVICE_MAP_HELP, OFFLOAD_HELP, parse_spread
 
 STAGES = ("prune", "interpret", "evaluate")
-SECONDS_PER_PROMPT = {"fap": 0.05, "fap_synergy": 0.35, "fap_signal": 0.05, "act_mag": 0.02,
-                      "relp": 0.05, "factp": 0.5, "acdc": 1.0, "graph_influence": 0.15,
-                      "random": 0.1, "learned_mask": 20.0}  # fmt: skip
+SECONDS_PER_PROMPT = {"fap": 0.05, "fap_synergy": 0.1, "fap_signal": 0.01, "act_mag": 0.01,
+                      "relp": 0.015, "factp": 0.27, "acdc": 0.5, "graph_influence": 0.09,
+                      "random": 0.04, "learned_mask": 20.0}  # fmt: skip
 """Rough stage-I seconds per IOI prompt and method with the bundled model on one idle core
-(benchmarks/bench_pie.py measures them); only for the estimate printed at the start."""
+(the per-method times a run records; ``fap`` also counts each prompt's components, ``random``
+the retention passes); only for the estimate printed at the start."""
 
 
 def estimate_seconds(n_prompts: int, methods, stages) -> float:
@@ -24,9 +25,9 @@ def estimate_seconds(n_prompts: int, methods, stages) -> float:
     if "prune" in stages:
         total += n_prompts * sum(SECONDS_PER_PROMPT.get(m, 0.5) for m in methods) + 5
     if "interpret" in stages:
-        total += 30
+        total += 15
     if "evaluate" in stages:
-        total += 110 + 0.4 * n_prompts
+        total += 85
     return total
 
 
@@ -144,7 +145,9 @@ def pie(
         "--lazy-decoders",
         help="Leave decoders on disk and read only the rows of active features (large CLTs).",
     ),
-    device_map: str = typer.Option(None, "--device-map", help=DEVICE_MAP_HELP + " Stage I."),
+    device_map: str = typer.Option(
+        None, "--device-map", help=DEVICE_MAP_HELP + " All three stages."
+    ),
     offload_folder: str = typer.Option(None, "--offload-folder", help=OFFLOAD_HELP),
 ) -> None:
     """Prune first: score every active feature occurrence, keep K, measure retained behaviour."""
@@ -202,7 +205,7 @@ def pie(
             if later:
                 from cltrace.pie.stages import run_later_stages
 
-                run_later_stages(run_dir, wanted, None, world, **where)
+                run_later_stages(run_dir, wanted, None, world, spread=spread, **where)
         finally:
             dist.finish(world)
         return
@@ -247,7 +250,7 @@ def pie(
         if later:
             from cltrace.pie.stages import run_later_stages
 
-            run_later_stages(run_dir, wanted, console, world, **where)
+            run_later_stages(run_dir, wanted, console, world, spread=spread, **where)
     finally:
         dist.finish(world)
     state.interrupt_note = None

@@ -20,8 +20,10 @@ import contextlib
 import random
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -208,6 +210,7 @@ def interpret_run(
     config: InterpretConfig | None = None,
     options: dict | None = None,
     world: World | None = None,
+    spread: Mapping[str, Any] | None = None,
 ) -> dict:
     """Run stage II on a PIE run directory; returns ``descriptions.json``'s content.
 
@@ -244,7 +247,7 @@ def interpret_run(
             features = read_kept_features(run_dir, cfg.max_features)
             adapter, tc, run_cfg = load_run_models(
                 run_dir, device=cfg.device, dtype=cfg.dtype, lazy_decoders=cfg.lazy_decoders,
-                decoder_cache_bytes=cfg.decoder_cache_bytes,
+                decoder_cache_bytes=cfg.decoder_cache_bytes, spread=spread,
             )  # fmt: skip
         sets, pool = _feature_sets(run_dir, features, adapter, tc, run_cfg, cfg)
         scanned = _stores(adapter, tc, sets, cfg.store, console, world)

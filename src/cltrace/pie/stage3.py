@@ -20,8 +20,9 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -112,6 +113,7 @@ def evaluate_run(
     dtype=None,
     lazy_decoders: bool = False,
     decoder_cache_bytes: int | None = None,
+    spread: Mapping[str, Any] | None = None,
 ) -> dict:
     """Score the descriptions of a run's kept features and write the files; returns the summary.
 
@@ -119,7 +121,7 @@ def evaluate_run(
     held-out bundled corpus, refused in one sentence when the run's model is not the bundled
     one). ``device``/``dtype``/``lazy_decoders``/``decoder_cache_bytes``: where and how the
     run's model and transcoder are loaded (:func:`~cltrace.pie.stages.load_run_models`; scores
-    are reduced in float32). ``pool``:
+    are reduced in float32); ``spread``: a device map for the model. ``pool``:
     texts the offline raters may pick as synthetic examples (default: another held-out draw of
     the bundled corpus, or the corpus itself when one is given). ``base_url``/``model``/
     ``client`` configure the LLM rater (without a client, an endpoint and model are required,
@@ -150,7 +152,7 @@ def evaluate_run(
     if adapter is None:  # a caller's own model is its business
         check_run_corpus(run, corpus)
     where = {"device": device, "dtype": dtype, "lazy_decoders": lazy_decoders,
-             "decoder_cache_bytes": decoder_cache_bytes}  # fmt: skip
+             "decoder_cache_bytes": decoder_cache_bytes, "spread": spread}  # fmt: skip
     if endpoint is not None and world.is_main:
         from cltrace.llm import probe
 

@@ -6,7 +6,9 @@ here turn a missing or damaged input file into one sentence saying which stage r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from cltrace.errors import CltraceError
 from cltrace.files import read_json
@@ -22,12 +24,14 @@ def run_later_stages(
     device=None,
     dtype=None,
     lazy_decoders: bool = False,
+    spread: Mapping[str, Any] | None = None,
 ) -> None:
     """Stages II and III (those in ``stages``) on a run directory; under torchrun (``world``
     of several processes, a :class:`cltrace.dist.World`) every rank calls this and they share
     the work, and only rank 0 passes a ``console``.
 
-    ``corpus`` feeds both stages (None: the bundled corpus). Called alone, the stages refuse the
+    ``corpus`` feeds both stages (None: the bundled corpus); ``spread``: a device map for the
+    model (:func:`load_run_models`). Called alone, the stages refuse the
     bundled corpus for another model; ``cltrace pie`` has no ``--corpus`` yet, so here a run of
     another model without one still uses it, and says so on the console.
     """
@@ -57,12 +61,12 @@ def run_later_stages(
         t0 = time.perf_counter()
         base = InterpretConfig(lazy_decoders=lazy_decoders, **where)
         cfg = replace(base, store=replace(base.store, corpus=corpus))
-        interpret_run(run_dir, console=console, world=world, config=cfg)
+        interpret_run(run_dir, console=console, world=world, config=cfg, spread=spread)
         done("stage II (interpret)", t0)
     if "evaluate" in stages:
         t0 = time.perf_counter()
         evaluate_run(run_dir, console=console, world=world, corpus=corpus,
-                     lazy_decoders=lazy_decoders, **where)  # fmt: skip
+                     lazy_decoders=lazy_decoders, spread=spread, **where)  # fmt: skip
         done("stage III (evaluate)", t0)
 
 
@@ -116,6 +120,7 @@ def load_run_models(
     decoder_cache_bytes: int | None = None,
     adapter=None,
     transcoder=None,
+    spread: Mapping[str, Any] | None = None,
 ):
     """The model and transcoder a PIE run used (its ``config.json``), and that config.
 
@@ -123,7 +128,8 @@ def load_run_models(
     by :mod:`cltrace.precision`); ``lazy_decoders`` leaves the decoders on disk and reads the
     rows a stage needs through a cache of at most ``decoder_cache_bytes`` (None: the default of
     :class:`~cltrace.transcoders.lazy.LazyDecoders`; circuit-tracer layout). ``adapter`` and
-    ``transcoder``, when given, are used as they are.
+    ``transcoder``, when given, are used as they are. ``spread``: ``load_model``'s
+    ``device_map`` and ``offload_folder`` (the transcoder then sits on the model's home device).
     """
     from cltrace.models import load_model
     from cltrace.paths import BUNDLED_CLT_DIR
@@ -133,7 +139,9 @@ def load_run_models(
     where = {"device": rank_device(device), "dtype": parse_dtype(dtype)}
     # only the two fields the stages need, so a config from another cltrace version still works
     run_cfg = read_run_config(run_dir)
-    adapter = adapter or load_model(run_cfg.get("model"), **where)
+    adapter = adapter or load_model(run_cfg.get("model"), **where, **(spread or {}))
+    if spread:
+        where["device"] = adapter.device
     if transcoder is None:
         source = run_cfg.get("transcoder") or BUNDLED_CLT_DIR
         transcoder = load_transcoder(source, model=adapter, lazy_decoder=lazy_decoders, **where)

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from cltrace.errors import CltraceError
 from cltrace.models.adapter import ModelAdapter
-from cltrace.prune.resume import Recorder, RowOrigins, RowStates, per_row_bytes
+from cltrace.prune.resume import Recorder, RowOrigins, RowStates, per_row_bytes, start_batches
 from cltrace.prune.writes import CPU, DeltaWrites
 from cltrace.replacement import active_occurrences, check_sites, input_kind
 from cltrace.tasks.pairs import PromptPair
@@ -179,7 +179,7 @@ class PairComponents:
         if kv is not None:
             starts = torch.where(rest[todo], self.position, self.n_pos).amin(1)
         size = self.rows_per_batch(batch_size)
-        for start_layer, t, rows in _start_batches(first, starts, todo, size, L, self.n_pos):
+        for start_layer, t, rows in start_batches(first, starts, todo, size, L, self.n_pos):
             # the base's run already subtracted its own patch at the first layer; the later
             # layers' MLPs run anew, so there the whole row's patch is subtracted
             own = self.patch_for(rest[rows])[:, t:]
@@ -234,48 +234,6 @@ class PairComponents:
         for i, s in enumerate(sets):
             masks[i, s] = True
         return masks
-
-
-MERGE_COST = 256
-"""A patched pass costs about as much fixed work as this many row-position-blocks of compute
-(bundled model, one thread: ~4 ms against ~13 us), so a group of rows joins the batch before it,
-computed from that batch's start, when that adds no more compute than this."""
-
-
-def _start_batches(
-    layers: Int[Tensor, " r"], starts: Int[Tensor, " r"], rows: Int[Tensor, " r"],
-    batch_size: int, n_layers: int, n_pos: int,
-) -> list[tuple[int, int, Tensor]]:  # fmt: skip
-    """``(start layer, start position, rows)`` batches of patched passes. Rows are grouped by
-    where they start, in (layer, position) order; a group joins the batch before it when the
-    compute that adds (it and the batch's rows started at the earlier of the two starts) is at
-    most :data:`MERGE_COST`. A batch may start earlier than any of its rows: their patch is zero
-    there, so the result is the same."""
-
-    def cost(n: int, layer: int, t: int) -> int:
-        return n * (n_pos - t) * (n_layers - 1 - layer)
-
-    order = sorted(range(rows.numel()), key=lambda i: (int(layers[i]), int(starts[i])))
-    batches: list[list] = []  # [layer, t, rows]
-    i = 0
-    while i < len(order):
-        layer, t = int(layers[order[i]]), int(starts[order[i]])
-        j = i
-        while j < len(order) and (int(layers[order[j]]), int(starts[order[j]])) == (layer, t):
-            j += 1
-        group = [int(rows[k]) for k in order[i:j]]
-        i = j
-        if batches and len(batches[-1][2]) + len(group) <= batch_size:
-            bl, bt, brows = batches[-1]  # bl <= layer
-            nt = min(bt, t)
-            extra = (cost(len(brows), bl, nt) - cost(len(brows), bl, bt)
-                     + cost(len(group), bl, nt) - cost(len(group), layer, t))  # fmt: skip
-            if extra <= MERGE_COST:
-                batches[-1] = [bl, nt, brows + group]
-                continue
-        for k in range(0, len(group), batch_size):
-            batches.append([layer, t, group[k : k + batch_size]])
-    return [(layer, t, torch.tensor(r, dtype=torch.long, device=CPU)) for layer, t, r in batches]
 
 
 @torch.no_grad()

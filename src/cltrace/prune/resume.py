@@ -1,11 +1,12 @@
-"""Patched runs that later patched runs resume from (docs/METHODS.md §4).
+"""Where PIE's patched rows start: batches by start, and recorded runs to resume from
+(docs/METHODS.md §4).
 
 A removal of occurrences ``R`` changes nothing before the MLP output of its earliest layer and
 its earliest position, so :meth:`PairComponents.run_removals` starts each row there from the
-clean run. A row that removes ``B ∪ R`` can start in the same way from the recorded run of
-``B`` alone: up to the earliest layer and position of ``R`` the two runs are the same. FAP-Synergy's
-pairs ``{c, p}`` and ACDC's "current set plus one unit" rows are such rows: recorded once, the
-shared part costs nothing more.
+clean run; :func:`start_batches` groups rows by that start. A row that removes ``B ∪ R`` can
+start in the same way from the recorded run of ``B`` alone: up to the earliest layer and
+position of ``R`` the two runs are the same. FAP-Synergy's pairs ``{c, p}`` and ACDC's "current
+set plus one unit" rows are such rows: recorded once, the shared part costs nothing more.
 
 :class:`RowStates` holds what such a start needs: the residual stream after every block, every
 layer's attention keys and values over the whole prompt (None where the model cannot resume
@@ -214,3 +215,45 @@ class Recorder:
             if s > layer and kv is not None:
                 st.keys_values[s][0][rows] = kv[0]
                 st.keys_values[s][1][rows] = kv[1]
+
+
+MERGE_COST = 256
+"""A patched pass costs about as much fixed work as this many row-position-blocks of compute
+(bundled model, one thread: ~4 ms against ~13 us), so a group of rows joins the batch before it,
+computed from that batch's start, when that adds no more compute than this."""
+
+
+def start_batches(
+    layers: Int[Tensor, " r"], starts: Int[Tensor, " r"], rows: Int[Tensor, " r"],
+    batch_size: int, n_layers: int, n_pos: int,
+) -> list[tuple[int, int, Tensor]]:  # fmt: skip
+    """``(start layer, start position, rows)`` batches of patched passes. Rows are grouped by
+    where they start, in (layer, position) order; a group joins the batch before it when the
+    compute that adds (it and the batch's rows started at the earlier of the two starts) is at
+    most :data:`MERGE_COST`. A batch may start earlier than any of its rows: their patch is zero
+    there, so the result is the same."""
+
+    def cost(n: int, layer: int, t: int) -> int:
+        return n * (n_pos - t) * (n_layers - 1 - layer)
+
+    order = sorted(range(rows.numel()), key=lambda i: (int(layers[i]), int(starts[i])))
+    batches: list[list] = []  # [layer, t, rows]
+    i = 0
+    while i < len(order):
+        layer, t = int(layers[order[i]]), int(starts[order[i]])
+        j = i
+        while j < len(order) and (int(layers[order[j]]), int(starts[order[j]])) == (layer, t):
+            j += 1
+        group = [int(rows[k]) for k in order[i:j]]
+        i = j
+        if batches and len(batches[-1][2]) + len(group) <= batch_size:
+            bl, bt, brows = batches[-1]  # bl <= layer
+            nt = min(bt, t)
+            extra = (cost(len(brows), bl, nt) - cost(len(brows), bl, bt)
+                     + cost(len(group), bl, nt) - cost(len(group), layer, t))  # fmt: skip
+            if extra <= MERGE_COST:
+                batches[-1] = [bl, nt, brows + group]
+                continue
+        for k in range(0, len(group), batch_size):
+            batches.append([layer, t, group[k : k + batch_size]])
+    return [(layer, t, torch.tensor(r, dtype=torch.long, device=CPU)) for layer, t, r in batches]
