@@ -57,7 +57,8 @@ def test_bad_device_maps_are_usage_errors(cli, tiny, tmp_path, map_file):
     expect_error(cli(*args, "--device-map", "{h.0: cpu}"), 2, "not valid JSON")
     expect_error(cli(*args, "--device-map", map_file), 2, "--offload-folder")
     expect_error(cli(*args, "--offload-folder", tmp_path), 2, "only serves --device-map")
-    pie = ["pie", *tiny_opts(tiny), "--data", tiny / "pairs.json", "--out", tmp_path / "r"]
+    pie = ["pie", *tiny_opts(tiny), "--data", tiny / "pairs.json", "--out", tmp_path / "r",
+           "--stages", "prune"]
     expect_error(cli(*pie, "--device-map", "[1, 2]"), 2, "module names to devices")
     assert not (tmp_path / "r").exists() and not (tmp_path / "g.json").exists()
 
@@ -75,7 +76,7 @@ def test_pie_stages_two_and_three_with_a_device_map_write_the_whole_models_files
                  "behaviour.json"):  # stage I as the whole model wrote it  # fmt: skip
         if (tmp_path / "one" / name).exists():
             (tmp_path / "map" / name).write_bytes((tmp_path / "one" / name).read_bytes())
-    later = ["--stages", "interpret,evaluate"]
+    later = ["--stages", "interpret,evaluate", "--corpus", "bundled"]
     done = cli(*args, *later, "--out", tmp_path / "one")
     assert done.returncode == 0, done.stderr
     done = cli(*args, *later, "--out", tmp_path / "map", "--device-map", map_file,

@@ -207,7 +207,8 @@ def test_a_directory_or_missing_file_as_pairs(cli, tiny, tmp_path):
 def test_pie_refuses_an_unknown_word_before_making_its_run_directory(cli, tiny, tmp_path):
     path = _pairs_file(tmp_path, _pair(corrupt="w4 bar w6"))
     run = tmp_path / "run"
-    _unchanged(cli, tmp_path, "pie", *tiny_opts(tiny), "--data", path, "--out", run, code=1,
+    _unchanged(cli, tmp_path, "pie", *tiny_opts(tiny), "--data", path, "--out", run,
+               "--corpus", "bundled", code=1,
                fragments=(str(path), "pair 1's corrupt prompt has the word 'bar'"))  # fmt: skip
 
 

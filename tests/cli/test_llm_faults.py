@@ -29,8 +29,8 @@ FAST_FAIL_S = 30
 """Wall-clock bound (s) for a command against a dead endpoint, process start and model load
 included; without the circuit breaker the LLM rater kept retrying for minutes."""
 STORE = ["--corpus", "bundled"]
-"""The corpus ``cltrace pie`` stored the tiny model's activations from (it has no ``--corpus``
-and falls back to the bundled one with a warning); naming it keeps the run's stores valid."""
+"""The corpus ``cltrace pie`` stored the tiny model's activations from (named, since the tiny
+model is not the bundled one); naming it again keeps the run's stores valid."""
 PROGRESS_FILES = re.compile(r"^(llm_cache/.*|scores(_random)?\.partial\.json)$")
 """Files a failed LLM run may add: cached replies and stage III's resumable progress."""
 
@@ -45,7 +45,7 @@ def base(cli, tiny, tmp_path_factory) -> Path:
     run = root / "run"
     done = cli("pie", *tiny_opts(tiny), "--data", tiny / "pairs.json", "--budgets", "2,4",
                "--methods", "fap,random", "--stages", "prune,interpret", "--out", run,
-               "--force")  # fmt: skip
+               "--force", *STORE)  # fmt: skip
     assert done.returncode == 0, done.stderr
     done = cli("evaluate", "--run", run, "--corpus", root / "corpus.txt", "--variant", "pie")
     assert done.returncode == 0, done.stderr

@@ -59,12 +59,12 @@ def test_interpret_and_evaluate_commands_share_their_work_under_torchrun(cli, ti
     one, two = tmp_path / "one", tmp_path / "two"
     args = ["pie", *tiny_opts(tiny), "--data", tiny / "pairs.json", "--budgets", "2,4",
             "--methods", "fap,random", "--force"]  # fmt: skip
-    done = cli(*args, "--out", one)
+    done = cli(*args, "--corpus", "bundled", "--out", one)
     assert done.returncode == 0, done.stderr
     done = cli(*args, "--stages", "prune", "--out", two)
     assert done.returncode == 0, done.stderr
     for command in ("interpret", "evaluate"):  # --run-dir: torchrun's parser takes --run
-        # the tiny model is not the bundled one: name the corpus cltrace pie fell back to
+        # the tiny model is not the bundled one: name the corpus, as for cltrace pie
         done = _torchrun(command, "--run-dir", two, "--corpus", "bundled")
         assert done.returncode == 0, done.stderr[-3000:]
     names = ["descriptions.json", "descriptions_random.json", "scores.json",

@@ -20,14 +20,21 @@ def test_pie_explains_the_methods_it_ran(tmp_path):
            "--model", str(tmp_path / "model"), "--transcoder", str(tmp_path / "clt"),
            "--data", str(tmp_path / "pairs.json"), "--budgets", "2,4", "--methods",
            "fap,random", "--stages", "prune,interpret", "--out", str(run), "--force"]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    # another model than the bundled one: the bundled corpus is refused before stage I
+    refused = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2, refused.stderr
+    errors = [ln for ln in refused.stderr.splitlines() if ln.strip()]
+    assert len(errors) == 1 and "is not the bundled model" in errors[0], refused.stderr
+    assert "--corpus" in errors[0] and "Traceback" not in refused.stderr
+    assert not run.exists()
+    done = subprocess.run(cmd + ["--corpus", "bundled"], capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr
     kept = json.loads((run / "kept_features.json").read_text())
     assert kept["method"] == "fap" and kept["features"]
     assert (run / "descriptions.json").exists()
-    # cltrace pie has no --corpus: for the tiny model it says it falls back to the bundled one
-    said = " ".join(done.stdout.split())
-    assert "is not the bundled model" in said and "Using it for stages II and III" in said
+    stored = json.loads((run / "activations" / "meta.json").read_text())
+    assert stored["config"]["corpus"] == "bundled", stored["config"]  # the corpus named
 
 
 def test_pie_takes_device_dtype_and_lazy_decoders(tmp_path):

@@ -140,6 +140,13 @@ def pie(
     dtype: str = typer.Option(
         "float32", "--dtype", help="Weights and activations: float32, bfloat16 or float16."
     ),
+    corpus: str | None = typer.Option(
+        None,
+        "--corpus",
+        help="Texts for stages II and III: a text file (one document per line), "
+        "hf:NAME[:SPLIT[:COLUMN]] or bundled; default: the bundled corpus, for the bundled "
+        "model only.",
+    ),
     lazy_decoders: bool = typer.Option(
         False,
         "--lazy-decoders",
@@ -190,6 +197,10 @@ def pie(
             "evaluate."
         )
     validate(cfg)
+    if "interpret" in wanted or "evaluate" in wanted:
+        from cltrace.corpus import check_corpus_fits
+
+        check_corpus_fits(corpus, model)  # before stage I, not after it
     spread = parse_spread(device_map, offload_folder)
     _one_thread_for_the_bundled_model(model)
     from cltrace import dist
@@ -205,7 +216,8 @@ def pie(
             if later:
                 from cltrace.pie.stages import run_later_stages
 
-                run_later_stages(run_dir, wanted, None, world, spread=spread, **where)
+                run_later_stages(run_dir, wanted, None, world, corpus=corpus, spread=spread,
+                                 **where)  # fmt: skip
         finally:
             dist.finish(world)
         return
@@ -250,7 +262,9 @@ def pie(
         if later:
             from cltrace.pie.stages import run_later_stages
 
-            run_later_stages(run_dir, wanted, console, world, spread=spread, **where)
+            run_later_stages(
+                run_dir, wanted, console, world, corpus=corpus, spread=spread, **where
+            )
     finally:
         dist.finish(world)
     state.interrupt_note = None

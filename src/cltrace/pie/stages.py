@@ -30,25 +30,16 @@ def run_later_stages(
     of several processes, a :class:`cltrace.dist.World`) every rank calls this and they share
     the work, and only rank 0 passes a ``console``.
 
-    ``corpus`` feeds both stages (None: the bundled corpus); ``spread``: a device map for the
-    model (:func:`load_run_models`). Called alone, the stages refuse the
-    bundled corpus for another model; ``cltrace pie`` has no ``--corpus`` yet, so here a run of
-    another model without one still uses it, and says so on the console.
+    ``corpus`` feeds both stages (None: the bundled corpus, refused in one sentence for a run of
+    another model); ``spread``: a device map for the model (:func:`load_run_models`).
     """
     import time
     from dataclasses import replace
 
-    from cltrace.corpus import BUNDLED
-    from cltrace.errors import UsageError
     from cltrace.pie.stage2 import InterpretConfig, interpret_run
     from cltrace.pie.stage3 import evaluate_run
 
-    try:
-        check_run_corpus(run_dir, corpus)
-    except UsageError as exc:
-        if console is not None:
-            console.print(f"[yellow]warning: {exc}[/yellow] Using it for stages II and III.")
-        corpus = BUNDLED
+    check_run_corpus(run_dir, corpus)
     where = {"device": str(device or "cpu"), "dtype": str(dtype or "float32")}
     where["dtype"] = where["dtype"].removeprefix("torch.")
 
