@@ -3,9 +3,11 @@ block offloaded to disk by accelerate writes the graph and the stage-I results o
 model; a bad map is a usage error."""
 
 import json
+import shutil
 
 import pytest
 
+from cltrace.pie.stages import load_run_models
 from tests.cli.conftest import expect_error, tiny_opts
 from tests.cli.test_attribute_batch import _graph
 
@@ -87,3 +89,28 @@ def test_pie_stages_two_and_three_with_a_device_map_write_the_whole_models_files
         assert json.loads((tmp_path / "map" / name).read_text()) == want, name
     scores = json.loads((tmp_path / "one" / "scores.json").read_text())
     assert len(scores) >= 1
+
+
+@pytest.mark.slow
+def test_interpret_and_evaluate_take_a_device_map(cli, tiny, tmp_path, map_file):
+    args = ["pie", *tiny_opts(tiny), "--data", tiny / "pairs.json", "--budgets", "2",
+            "--methods", "fap,random", "--stages", "prune", "--force"]  # fmt: skip
+    done = cli(*args, "--out", tmp_path / "plain")
+    assert done.returncode == 0, done.stderr
+    shutil.copytree(tmp_path / "plain", tmp_path / "map")
+    spread = ["--device-map", map_file, "--offload-folder", tmp_path / "offload"]
+    for command in ("interpret", "evaluate"):
+        # a map sending modules to disk needs an offload folder: the option is read
+        expect_error(cli(command, "--run", tmp_path / "map", "--corpus", "bundled",
+                         "--device-map", map_file), 2, "--offload-folder")  # fmt: skip
+        for run, extra in (("plain", []), ("map", spread)):
+            done = cli(command, "--run", tmp_path / run, "--corpus", "bundled", *extra)
+            assert done.returncode == 0, (command, run, done.stderr)
+    # and the stages load the model the way the map says (block 1 left on disk)
+    adapter, _, _ = load_run_models(tmp_path / "map", spread={
+        "device_map": DISK_MAP, "offload_folder": str(tmp_path / "offload")})  # fmt: skip
+    assert adapter.block(1).mlp.c_fc.weight.device.type == "meta"
+    for name in ("descriptions.json", "scores.json"):
+        want = json.loads((tmp_path / "plain" / name).read_text())
+        assert json.loads((tmp_path / "map" / name).read_text()) == want, name
+    assert any(v.get("description") for v in want.values())

@@ -5,7 +5,14 @@ from __future__ import annotations
 import typer
 
 from cltrace.cli._apps import app
-from cltrace.cli._where import DEVICE_HELP, DTYPE_HELP, LAZY_HELP
+from cltrace.cli._where import (
+    DEVICE_HELP,
+    DEVICE_MAP_HELP,
+    DTYPE_HELP,
+    LAZY_HELP,
+    OFFLOAD_HELP,
+    parse_spread,
+)
 
 
 @app.command("evaluate")
@@ -55,6 +62,8 @@ def evaluate(
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
     dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
     lazy_decoders: bool = typer.Option(False, "--lazy-decoders", help=LAZY_HELP),
+    device_map: str = typer.Option(None, "--device-map", help=DEVICE_MAP_HELP),
+    offload_folder: str = typer.Option(None, "--offload-folder", help=OFFLOAD_HELP),
 ) -> None:
     """Score each kept feature's description: clarity, responsiveness, purity, faithfulness,
     detection and fuzzing; writes scores.json, scores_summary.json and refreshes report.html."""
@@ -70,7 +79,8 @@ def evaluate(
     from cltrace.score import RATERS, ScoreConfig
 
     where, precision = parse_where(device, dtype)
-    models = {"device": where, "dtype": precision, "lazy_decoders": lazy_decoders}
+    models = {"device": where, "dtype": precision, "lazy_decoders": lazy_decoders,
+              "spread": parse_spread(device_map, offload_folder) or None}  # fmt: skip
     if evals.strip() != "fade":
         from cltrace.pie.feature_evals import run_cli_evals
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import typer
 
 from cltrace.cli._apps import app
-from cltrace.cli._where import DEVICE_HELP, DTYPE_HELP, LAZY_HELP
+from cltrace.cli._where import (
+    DEVICE_HELP,
+    DEVICE_MAP_HELP,
+    DTYPE_HELP,
+    LAZY_HELP,
+    OFFLOAD_HELP,
+    parse_spread,
+)
 
 
 @app.command("interpret")
@@ -49,6 +56,8 @@ def interpret_cmd(
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
     dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
     lazy_decoders: bool = typer.Option(False, "--lazy-decoders", help=LAZY_HELP),
+    device_map: str = typer.Option(None, "--device-map", help=DEVICE_MAP_HELP),
+    offload_folder: str = typer.Option(None, "--offload-folder", help=OFFLOAD_HELP),
 ) -> None:
     """Explain the kept features of a PIE run: activation store, descriptions, report."""
     from pathlib import Path
@@ -65,6 +74,7 @@ def interpret_cmd(
 
     get_explainer(explainer)  # unknown names fail before any loading
     where, precision = parse_where(device, dtype)
+    spread = parse_spread(device_map, offload_folder)
     run_dir = Path(run)
     if not run_dir.is_dir():
         raise CltraceError(f"run directory {run} does not exist; pass the --out of cltrace pie.")
@@ -85,7 +95,7 @@ def interpret_cmd(
         "so rerunning the same command resumes the scan"
     )
     try:
-        interpret_run(run_dir, console=console, config=cfg, world=world)
+        interpret_run(run_dir, console=console, config=cfg, world=world, spread=spread or None)
     finally:
         dist.finish(world)
     if console is None:
