@@ -175,6 +175,17 @@ def test_disk_without_a_folder_and_bad_maps_are_usage_errors(tmp_path):
         load_model(tmp_path / "m", device_map="everywhere")
     with pytest.raises(UsageError, match="not valid JSON"):
         load_model(tmp_path / "m", device_map="{transformer.h.0: cpu}")
+    # a map that leaves modules out (here a misspelt block) is refused before any weight loads
+    # (transformers would load the model whole on one device without a word)
+    partial = {("transformer.h.l" if k == "transformer.h.1" else k): "cpu"
+               for k in disk_map(adapter)}  # fmt: skip
+    with pytest.raises(UsageError, match=r"no device for \d+ parameters .*transformer\.h\.1"):
+        load_model(tmp_path / "m", device_map=partial)
+    # every module named, or a parent of it, or the root: accepted
+    whole = load_model(tmp_path / "m", device_map={"": "cpu"})
+    tokens = adapter.to_tokens("w1 w2 w3")
+    with torch.no_grad():
+        assert torch.allclose(whole(tokens), adapter(tokens), atol=1e-6)
 
 
 def test_the_api_loads_with_a_device_map_and_attributes_the_same_graph(loaded, tmp_path):

@@ -117,6 +117,10 @@ def load_model(
             "model id or path, and the network or HF_HOME cache for hub ids."
         ) from exc
     family_for(getattr(config, "model_type", "?"), source=source)
+    if isinstance(spread.get("device_map"), Mapping):
+        with torch.device("meta"):  # the model's layout, no weights
+            skeleton = AutoModelForCausalLM.from_config(config)
+        _check_map_covers(skeleton, spread["device_map"])  # type: ignore[arg-type]
     attention.register()
     try:
         hf_model = AutoModelForCausalLM.from_pretrained(
@@ -138,6 +142,22 @@ def load_model(
         hf_model.to(device)
     name = "cltrace-bundled" if name_or_path is None else str(name_or_path)
     return ModelAdapter(hf_model, tokenizer, name=name)
+
+
+def _check_map_covers(hf_model, device_map: Mapping[str, object]) -> None:
+    """A device map must place every parameter: transformers loads a model whose map leaves
+    some out whole, on one device, without a word (a typo in a module name would go unseen)."""
+
+    def placed(name: str) -> bool:
+        return any(k == "" or name == k or name.startswith(f"{k}.") for k in device_map)
+
+    missing = [n for n, _ in hf_model.named_parameters() if not placed(n)]
+    if missing:
+        shown = ", ".join(sorted({n.rsplit(".", 1)[0] for n in missing})[:3])
+        raise UsageError(
+            f"the device map places no device for {len(missing)} parameters (e.g. in {shown}); "
+            "name every module (or a parent of it) in --device-map, or use a preset such as auto."
+        )
 
 
 def _first_line(exc: BaseException) -> str:
