@@ -169,7 +169,8 @@ class PairComponents:
         resid = self._clean_resid()
         origin = RowOrigins(self.clean_logits, resid, kv, states, bases, masks.shape[0])
         # what each row removes beyond its base: it decides where the row starts
-        rest = masks & ~origin.masks(masks.shape[1]) if origin.any_base else masks
+        every = torch.arange(masks.shape[0], device=CPU)
+        rest = masks & ~origin.masks(every, masks.shape[1]) if origin.any_base else masks
         out = origin.logits()
         recorder = Recorder(origin, masks) if record else None
         todo = rest.any(1).nonzero().squeeze(1)
@@ -225,9 +226,20 @@ class PairComponents:
             self._kv = self.adapter.prompt_keys_values(self.tokens)
         self._resid = torch.stack([c[s][0] for s in sites])
 
-    def removal_effect(self, masks: Bool[Tensor, "b n"], batch_size: int = 64) -> Tensor:
-        """``M(S) = m(clean) - m(clean with S removed)`` for each mask."""
-        return self.m_clean - self.metric(self.run_removals(masks, batch_size))
+    def removal_effect(
+        self,
+        masks: Bool[Tensor, "b n"],
+        batch_size: int = 64,
+        bases: Int[Tensor, " b"] | None = None,
+        states: RowStates | None = None,
+    ) -> Tensor:
+        """``M(S) = m(clean) - m(clean with S removed)`` for each mask (``bases``/``states``:
+        as :meth:`run_removals`)."""
+        return self.effect(self.run_removals(masks, batch_size, bases, states))
+
+    def effect(self, logits: Float[Tensor, "b d_vocab"]) -> Float[Tensor, " b"]:
+        """``m(clean) - m(logits)``: the removal effect of rows whose last logits are given."""
+        return self.m_clean - self.metric(logits)
 
     def masks_from_sets(self, sets: list[Tensor]) -> Bool[Tensor, "b n"]:
         masks = torch.zeros(len(sets), self.n, dtype=torch.bool, device=CPU)

@@ -176,7 +176,7 @@ class ScoreContext:
             self.extras["states"] = states if old is None else RowStates.cat([old, states])
         if len(units) > room:
             logits = torch.cat([logits, comps.run_removals(masks[room:], self.config.batch_size)])
-        return comps.m_clean - comps.metric(logits)
+        return comps.effect(logits)
 
     def pair_effects(self, pairs: list[tuple[int, int]]) -> Float[Tensor, " b"]:
         """``M({u, v})`` for each pair; a pair resumes from the recorded run of whichever of
@@ -192,9 +192,8 @@ class ScoreContext:
                        if base in known]  # fmt: skip
             bases.append(min(options)[1] if options else -1)
         base_rows = torch.tensor(bases, device=CPU)
-        logits = self.comps.run_removals(masks, self.config.batch_size, base_rows,
+        return self.comps.removal_effect(masks, self.config.batch_size, base_rows,
                                          self.extras["states"])  # fmt: skip
-        return self.comps.m_clean - self.comps.metric(logits)
 
     def _unit_costs(self, units: set[int]) -> dict[int, int]:
         """Blocks times positions a patched pass of each unit alone computes."""

@@ -38,20 +38,6 @@ class RowStates:
     """Per layer, keys and values ``[r, heads, pos, d_head]``; None where the clean run's
     are (the model cannot resume mid-prompt)."""
 
-    @property
-    def nbytes(self) -> int:
-        kv = sum(k.nbytes + v.nbytes for k, v in self.keys_values or [])
-        return self.resid.nbytes + kv + self.logits.nbytes
-
-    def select(self, rows: Int[Tensor, " k"]) -> RowStates:
-        kv = self.keys_values
-        return RowStates(
-            self.masks[rows],
-            self.logits[rows],
-            self.resid[rows],
-            None if kv is None else [(k[rows], v[rows]) for k, v in kv],
-        )
-
     @staticmethod
     def cat(parts: list[RowStates]) -> RowStates:
         kv = parts[0].keys_values
@@ -96,43 +82,38 @@ class RowOrigins:
         self.any_base = bool((self.bases >= 0).any())
         self._patches: dict[int, Tensor] = {}
 
-    def masks(self, n: int) -> Bool[Tensor, "b n"]:
-        """What each row's base already removes."""
-        out = torch.zeros(self.bases.numel(), n, dtype=torch.bool, device=CPU)
-        has = self.bases >= 0
-        if self.any_base:
-            assert self.states is not None
-            out[has] = self.states.masks[self.bases[has]]
+    def _per_row(self, rows: Int[Tensor, " k"], clean: Tensor, recorded, copy: bool = False):
+        """``clean`` (rows first) for the rows without a base, ``recorded(states, bases)`` for
+        the others; ``clean`` itself, not a copy, when no row has a base unless ``copy``."""
+        base = self.bases[rows]
+        has = base >= 0
+        if not bool(has.any()):
+            return clean.clone() if copy else clean
+        assert self.states is not None
+        out = clean.clone()
+        out[has] = recorded(self.states, base[has])
         return out
 
+    def masks(self, rows: Int[Tensor, " k"], n: int) -> Bool[Tensor, "k n"]:
+        """What each row's base already removes."""
+        zeros = torch.zeros(rows.numel(), n, dtype=torch.bool, device=CPU)
+        return self._per_row(rows, zeros, lambda st, i: st.masks[i])
+
     def logits(self) -> Float[Tensor, "b d_vocab"]:
-        out = self.clean_logits.expand(self.bases.numel(), -1).clone()
-        has = self.bases >= 0
-        if self.any_base:
-            assert self.states is not None
-            out[has] = self.states.logits[self.bases[has]]
-        return out
+        """Each row's base logits (a copy, for the caller to fill)."""
+        rows = torch.arange(self.bases.numel(), device=CPU)
+        clean = self.clean_logits.expand(rows.numel(), -1)
+        return self._per_row(rows, clean, lambda st, i: st.logits[i], copy=True)
 
     def resid(self, rows: Int[Tensor, " k"], layer: int, t: int) -> Float[Tensor, "k pos d"]:
         """Each row's base residual stream after block ``layer``, positions ``t..``."""
-        out = self.clean_resid[layer, t:].expand(rows.numel(), -1, -1)
-        base = self.bases[rows]
-        if not bool((base >= 0).any()):
-            return out
-        assert self.states is not None
-        out = out.clone()
-        has = base >= 0
-        out[has] = self.states.resid[base[has], layer, t:]
-        return out
+        clean = self.clean_resid[layer, t:].expand(rows.numel(), -1, -1)
+        return self._per_row(rows, clean, lambda st, i: st.resid[i, layer, t:])
 
     def full_resid(self, rows: Int[Tensor, " k"]) -> Float[Tensor, "k n_layers pos d"]:
-        out = self.clean_resid.expand(rows.numel(), -1, -1, -1).clone()
-        base = self.bases[rows]
-        has = base >= 0
-        if bool(has.any()):
-            assert self.states is not None
-            out[has] = self.states.resid[base[has]]
-        return out
+        """Each row's base residual stream after every block (a copy)."""
+        clean = self.clean_resid.expand(rows.numel(), -1, -1, -1)
+        return self._per_row(rows, clean, lambda st, i: st.resid[i], copy=True)
 
     def keys_values(
         self, rows: Int[Tensor, " k"], t: int | None = None
@@ -170,9 +151,7 @@ class RowOrigins:
             if i not in self._patches:
                 self._patches = {i: patch_for(self.states.masks[i : i + 1])}
             return self._patches[i]
-        masks = torch.zeros(base.numel(), self.states.masks.shape[1], dtype=torch.bool, device=CPU)
-        masks[base >= 0] = self.states.masks[base[base >= 0]]
-        return patch_for(masks)
+        return patch_for(self.masks(rows, self.states.masks.shape[1]))
 
 
 class Recorder:
