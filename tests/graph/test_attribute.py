@@ -27,6 +27,12 @@ def setup(request):
 
 def test_replacement_reproduces_logits(setup):
     adapter, tc, _ = setup
+    check_replacement_reproduces_logits(adapter, tc)
+
+
+def check_replacement_reproduces_logits(adapter, tc) -> None:
+    """The replacement's MLP outputs (features, skip, errors, decoder bias) are the real ones,
+    and the frozen model fed them gives the replacement's logits."""
     tokens = adapter.to_tokens(PROMPT)
     state = build_replacement(adapter, tc, tokens)
     rebuilt = state.feature_out + state.skip_out + state.errors

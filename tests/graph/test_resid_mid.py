@@ -7,11 +7,10 @@ import pytest
 import torch
 
 from cltrace.graph import AttributionConfig, attribute
-from cltrace.models.freeze import frozen
 from cltrace.replacement import build_replacement
 from cltrace.testing import resid_mid_transcoder, tiny_model
 
-from .test_attribute import _intervened_targets
+from .test_attribute import _intervened_targets, check_replacement_reproduces_logits
 
 PROMPT = "w3 w8 w1 w3 w8 w9"
 SETUPS = [("gpt2", True), ("llama", False), ("gemma2", True), ("qwen3", False)]
@@ -36,16 +35,7 @@ def test_edges_and_bias_sum_to_the_target_values(setup):
 
 def test_replacement_reproduces_the_logits(setup):
     adapter, tc, _ = setup
-    tokens = adapter.to_tokens(PROMPT)
-    state = build_replacement(adapter, tc, tokens)
-    rebuilt = state.feature_out + state.skip_out + state.errors
-    rebuilt = rebuilt + torch.stack(list(tc.b_dec))[:, None]
-    torch.testing.assert_close(rebuilt, state.mlp_out)
-    hooks = {f"mlp_out.{layer}": (lambda t, v=rebuilt[layer]: v[None].expand_as(t))
-             for layer in range(adapter.n_layers)}  # fmt: skip
-    with torch.no_grad(), frozen(adapter, state.frozen), adapter.hooks(hooks):
-        local = adapter(tokens)[0]
-    assert (local - state.logits).abs().max() <= 1e-5
+    check_replacement_reproduces_logits(adapter, tc)
 
 
 def test_edges_equal_interventions_in_the_frozen_model(setup):
